@@ -1,0 +1,25 @@
+"""Shared pytest fixtures: the external reference data folder and reduced-mode switches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+EXTERNAL = Path(os.environ.get("BIOHUMAN_EXTERNAL", Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "external")).resolve()
+REDUCED = os.environ.get("BIOHUMAN_REDUCED", "0") == "1"
+
+
+@pytest.fixture(scope="session")
+def external_dir() -> Path:
+    """Root of ../shared/data/external; tests that need it skip cleanly when it is absent."""
+    if not EXTERNAL.is_dir():
+        pytest.skip(f"reference data folder not found at {EXTERNAL} (set BIOHUMAN_EXTERNAL)")
+    return EXTERNAL
+
+
+@pytest.fixture(scope="session")
+def reduced() -> bool:
+    """True when CI asks slow tests to run in reduced form (BIOHUMAN_REDUCED=1)."""
+    return REDUCED
