@@ -1,0 +1,497 @@
+"""Trajectory optimisation that turns a `MotionPlan` into physically plausible kinematics.
+
+The plan's joint-angle templates are followed as closely as possible while, exactly:
+- every foot contact point in stance stays at one anchor on the floor (y = 0: no sliding, no
+  sinking); the anchors are unknowns, so feet land where the legs put them;
+- no foot point goes below the floor in swing;
+- in flight the whole-body centre of mass accelerates at g (a ballistic path), and in stance
+  its vertical acceleration never asks the floor to pull (a_y >= -g);
+- in quasi-static motions the centre of mass stays over the feet (balance).
+
+Forward kinematics is OpenSim's own (the subject's scaled .osim), so the synthetic markers and
+ground-truth coordinates are consistent with what OpenSim IK will later see. The problem is
+solved by Levenberg-Marquardt on all frames at once with a sparse Jacobian built from per-frame
+finite differences (about 0.1 ms per OpenSim forward-kinematics call here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from biohuman.errors import SolverError
+from biohuman.motion.library import CONTACT_POINTS, DEG, MotionPlan
+from biohuman.osim.model import foot_geometry, load_model, opensim
+
+GRAVITY = 9.80665
+
+
+class ModelKinematics:
+    """OpenSim forward kinematics of a fixed set of body points and the centre of mass.
+
+    Holds one model and state; coordinates are set by name order `self.names` (all model
+    coordinates). Coupled coordinates (the Rajagopal knee `*_beta`) follow their independent
+    coordinate through the coupler function.
+    """
+
+    def __init__(self, model_path: str | Path | None, points: list[tuple[str, tuple[float, float, float]]]) -> None:
+        osim = opensim()
+        self.model = load_model(model_path)
+        self.state = self.model.initSystem()
+        cs = self.model.getCoordinateSet()
+        self.names = [cs.get(i).getName() for i in range(cs.getSize())]
+        self._coords = [cs.get(i) for i in range(cs.getSize())]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.default = np.array([c.getDefaultValue() for c in self._coords])
+        self._coupled: dict[int, tuple[int, object]] = {}
+        cons = self.model.getConstraintSet()
+        for i in range(cons.getSize()):
+            cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
+            if cc is not None:
+                indep = cc.getIndependentCoordinateNames().get(0)
+                self._coupled[self.index[indep]] = (self.index[cc.getDependentCoordinateName()], cc.getFunction())
+        bodies = self.model.getBodySet()
+        self._points = [(bodies.get(b), osim.Vec3(*p)) for b, p in points]
+        self._arg = osim.Vector(1, 0.0)
+
+    def coupled_value(self, i: int, value: float) -> tuple[int, float] | None:
+        """(dependent index, value) when coordinate i drives a coupled coordinate."""
+        if i not in self._coupled:
+            return None
+        j, fn = self._coupled[i]
+        self._arg.set(0, float(value))
+        return j, float(fn.calcValue(self._arg))
+
+    def fill_coupled(self, q: np.ndarray) -> np.ndarray:
+        """Return q (..., ncoord) with coupled coordinates set from their drivers."""
+        q = np.array(q, dtype=float, copy=True)
+        flat = q.reshape(-1, q.shape[-1])
+        for i in self._coupled:
+            for row in flat:
+                j, v = self.coupled_value(i, row[i])  # type: ignore[misc]
+                row[j] = v
+        return q
+
+    def set_all(self, q: np.ndarray) -> None:
+        """Set every coordinate (radians / metres) without enforcing constraints."""
+        for c, v in zip(self._coords, q):
+            c.setValue(self.state, float(v), False)
+
+    def set_one(self, i: int, value: float) -> None:
+        """Set one coordinate (and what it drives)."""
+        self._coords[i].setValue(self.state, float(value), False)
+        dep = self.coupled_value(i, value)
+        if dep is not None:
+            self._coords[dep[0]].setValue(self.state, dep[1], False)
+
+    def outputs(self) -> np.ndarray:
+        """Ground positions of the points then the centre of mass, flattened (3 * (P + 1),)."""
+        self.model.realizePosition(self.state)
+        out = np.empty(3 * (len(self._points) + 1))
+        for k, (body, p) in enumerate(self._points):
+            v = body.findStationLocationInGround(self.state, p)
+            out[3 * k: 3 * k + 3] = (v.get(0), v.get(1), v.get(2))
+        c = self.model.calcMassCenterPosition(self.state)
+        out[-3:] = (c.get(0), c.get(1), c.get(2))
+        return out
+
+
+@dataclass
+class Synthesis:
+    """Result of synthesising one motion on one subject model.
+
+    coordinates: DataFrame (time index in s; all model coordinates; radians / metres).
+    contact: (T, 4) bool in CONTACT_POINTS order. points: (T, 4, 3) contact-point positions (m).
+    com: (T, 3) centre of mass (m). diagnostics: figures that the acceptance checks read.
+    """
+
+    coordinates: pd.DataFrame
+    contact: np.ndarray
+    points: np.ndarray
+    com: np.ndarray
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Layout:
+    T: int
+    n: int
+    anchors: list[tuple[int, int, int]]  # (point index, first frame, last frame inclusive)
+
+    @property
+    def size(self) -> int:
+        return self.T * self.n + 2 * len(self.anchors)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous True runs of a 1-D mask as (first, last) inclusive."""
+    idx = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+    return [(int(a), int(b) - 1) for a, b in zip(idx[::2], idx[1::2])]
+
+
+DEFAULT_SD = {
+    "angle": 3.0 * DEG,        # template tracking, sagittal leg angles
+    "angle_minor": 2.0 * DEG,  # hip adduction / rotation
+    "translation": 0.05,       # pelvis translation (m)
+    "contact": 0.0005,         # contact / floor (m)
+    "smooth_angle": 0.004,     # second difference per frame (rad)
+    "smooth_translation": 0.001,
+    "accel": 0.3,              # ballistic / unilateral COM acceleration (m/s^2)
+    "balance": 0.02,           # COM over the feet in quasi-static motions (m)
+}
+
+
+class _Problem:
+    """Residuals and sparse Jacobian of the synthesis least-squares problem."""
+
+    def __init__(self, kin: ModelKinematics, plan: MotionPlan, sd: dict[str, float]) -> None:
+        self.kin, self.plan, self.sd = kin, plan, sd
+        t = plan.time
+        self.dt = float(t[1] - t[0])
+        self.T = len(t)
+        self.solved = [kin.index[c] for c in plan.solved]
+        self.n = len(self.solved)
+        q = np.tile(kin.default, (self.T, 1))
+        for name, values in plan.q_ref.items():
+            if name in kin.index:
+                q[:, kin.index[name]] = values
+        self.q_ref_full = kin.fill_coupled(q)
+        self.contact = np.stack([plan.contact[p] for p in CONTACT_POINTS], axis=1)  # (T, 4)
+        anchors = []
+        for p in range(4):
+            for a, b in _runs(self.contact[:, p]):
+                anchors.append((p, a, b))
+        self.layout = _Layout(self.T, self.n, anchors)
+        self.flight = ~self.contact.any(axis=1)
+        w = np.empty(self.n)
+        for k, name in enumerate(plan.solved):
+            if name.startswith("pelvis_t"):
+                w[k] = 1.0 / sd["translation"]
+            elif "adduction" in name or "rotation" in name:
+                w[k] = 1.0 / sd["angle_minor"]
+            else:
+                w[k] = 1.0 / sd["angle"]
+        self.w_reg = w
+        self.w_smooth = np.array([1.0 / (sd["smooth_translation"] if c.startswith("pelvis_t") else sd["smooth_angle"])
+                                  for c in plan.solved])
+
+    # ---- variables <-> coordinates
+    def full(self, x: np.ndarray) -> np.ndarray:
+        """All coordinates (T, ncoord) for a variable vector."""
+        q = self.q_ref_full.copy()
+        q[:, self.solved] = x[: self.T * self.n].reshape(self.T, self.n)
+        return self.kin.fill_coupled(q) if self.kin._coupled else q
+
+    def anchors(self, x: np.ndarray) -> np.ndarray:
+        return x[self.T * self.n:].reshape(-1, 2)
+
+    # ---- kinematics
+    def evaluate(self, x: np.ndarray, jacobian: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Outputs (T, 15) and, if asked, their derivatives (T, 15, n) by forward differences."""
+        q = self.full(x)
+        out = np.empty((self.T, 15))
+        jac = np.empty((self.T, 15, self.n)) if jacobian else None
+        h = 1e-6
+        for t in range(self.T):
+            self.kin.set_all(q[t])
+            out[t] = self.kin.outputs()
+            if jacobian:
+                for k, i in enumerate(self.solved):
+                    self.kin.set_one(i, q[t, i] + h)
+                    jac[t, :, k] = (self.kin.outputs() - out[t]) / h
+                    self.kin.set_one(i, q[t, i])
+        return out, jac
+
+    # ---- residuals
+    def residuals(self, x: np.ndarray, out: np.ndarray, jac: np.ndarray | None):  # noqa: ANN201
+        """Stacked residual vector and (optionally) its sparse Jacobian."""
+        T, n, sd = self.T, self.n, self.sd
+        nx = self.layout.size
+        qs = x[: T * n].reshape(T, n)
+        res: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        r0 = 0
+
+        def var(t: np.ndarray | int, k: np.ndarray | int) -> np.ndarray:
+            return np.asarray(t) * n + np.asarray(k)
+
+        def add_dense(r: np.ndarray, frames: np.ndarray, dout: np.ndarray | None, scale: float) -> None:
+            """Rows r (m,) whose derivative is dout (m, n) w.r.t. the solved vars of `frames`."""
+            nonlocal r0
+            res.append(r)
+            if dout is not None:
+                m = len(r)
+                rr = np.repeat(np.arange(r0, r0 + m), n)
+                cc = (frames[:, None] * n + np.arange(n)[None, :]).ravel()
+                rows.append(rr)
+                cols.append(cc)
+                vals.append((dout * scale).ravel())
+            r0 += len(r)
+
+        # 1. template tracking
+        tt, kk = np.meshgrid(np.arange(T), np.arange(n), indexing="ij")
+        ref = self.q_ref_full[:, self.solved]
+        r = ((qs - ref) * self.w_reg).ravel()
+        res.append(r)
+        if jac is not None:
+            rows.append(np.arange(r0, r0 + r.size))
+            cols.append(var(tt, kk).ravel())
+            vals.append(np.broadcast_to(self.w_reg, (T, n)).ravel().copy())
+        r0 += r.size
+
+        # 2. smoothness (second differences)
+        if T >= 3:
+            d2 = (qs[2:] - 2 * qs[1:-1] + qs[:-2]) * self.w_smooth
+            r = d2.ravel()
+            res.append(r)
+            if jac is not None:
+                base = np.arange(r0, r0 + r.size)
+                t_mid, k_mid = np.meshgrid(np.arange(1, T - 1), np.arange(n), indexing="ij")
+                for dt_, coef in ((-1, 1.0), (0, -2.0), (1, 1.0)):
+                    rows.append(base)
+                    cols.append(var(t_mid + dt_, k_mid).ravel())
+                    vals.append((coef * np.broadcast_to(self.w_smooth, (T - 2, n))).ravel().copy())
+            r0 += r.size
+
+        # 3. contact anchors and floor
+        wc = 1.0 / sd["contact"]
+        anchors = self.anchors(x)
+        for a_idx, (p, a, b) in enumerate(self.layout.anchors):
+            frames = np.arange(a, b + 1)
+            pos = out[frames, 3 * p: 3 * p + 3]
+            target = np.stack([np.full(len(frames), anchors[a_idx, 0]), np.zeros(len(frames)),
+                               np.full(len(frames), anchors[a_idx, 1])], axis=1)
+            r = ((pos - target) * wc).ravel()
+            start = r0
+            dout = None if jac is None else jac[frames, 3 * p: 3 * p + 3, :].reshape(-1, n)
+            add_dense(r, np.repeat(frames, 3), dout, wc)
+            if jac is not None:
+                ax = T * n + 2 * a_idx
+                m = len(frames)
+                rows.append(start + 3 * np.arange(m))
+                cols.append(np.full(m, ax))
+                vals.append(np.full(m, -wc))
+                rows.append(start + 3 * np.arange(m) + 2)
+                cols.append(np.full(m, ax + 1))
+                vals.append(np.full(m, -wc))
+        for p in range(4):
+            frames = np.flatnonzero(~self.contact[:, p])
+            if len(frames) == 0:
+                continue
+            y = out[frames, 3 * p + 1]
+            active = y < 0.0
+            r = np.where(active, y, 0.0) * wc
+            dout = None
+            if jac is not None:
+                dout = jac[frames, 3 * p + 1, :] * active[:, None]
+            add_dense(r, frames, dout, wc)
+
+        # 4. centre-of-mass dynamics: ballistic in flight, no pulling floor in stance
+        wa = 1.0 / sd["accel"]
+        dt2 = self.dt ** 2
+        g = np.array([0.0, -GRAVITY, 0.0])
+        if T >= 3:
+            com = out[:, 12:15]
+            acc = (com[2:] - 2 * com[1:-1] + com[:-2]) / dt2  # at frames 1..T-2
+            mid = np.arange(1, T - 1)
+            fl = self.flight[mid]
+            for axis in range(3):
+                if axis == 1:
+                    # stance: penalise a_y < -g only; flight: a_y = -g
+                    err = acc[:, 1] + GRAVITY
+                    r = np.where(fl, err, np.minimum(err, 0.0)) * wa
+                    active = fl | (err < 0)
+                else:
+                    err = acc[:, axis] - g[axis]
+                    r = np.where(fl, err, 0.0) * wa
+                    active = fl
+                res.append(r)
+                if jac is not None:
+                    for dt_, coef in ((-1, 1.0), (0, -2.0), (1, 1.0)):
+                        frames = mid + dt_
+                        d = jac[frames, 12 + axis, :] * (coef / dt2 * wa) * active[:, None]
+                        rows.append(np.repeat(np.arange(r0, r0 + len(mid)), n))
+                        cols.append((frames[:, None] * n + np.arange(n)[None, :]).ravel())
+                        vals.append(d.ravel())
+                r0 += len(mid)
+
+        # 5. balance: COM over the mean of the points in contact (quasi-static motions)
+        if self.plan.quasi_static:
+            wb = 1.0 / sd["balance"]
+            cnt = self.contact.sum(axis=1)
+            frames = np.flatnonzero(cnt > 0)
+            wts = self.contact[frames] / cnt[frames, None]  # (m, 4)
+            pts = out[frames, :12].reshape(-1, 4, 3)
+            centre = np.einsum("mp,mpc->mc", wts, pts)
+            for axis in (0, 2):
+                r = (out[frames, 12 + axis] - centre[:, axis]) * wb
+                dout = None
+                if jac is not None:
+                    dpts = jac[frames, :12, :].reshape(-1, 4, 3, n)[:, :, axis, :]
+                    dout = jac[frames, 12 + axis, :] - np.einsum("mp,mpn->mn", wts, dpts)
+                add_dense(r, frames, dout, wb)
+
+        rvec = np.concatenate(res)
+        if jac is None:
+            return rvec, None
+        J = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r0, nx))
+        return rvec, J
+
+
+def _initial_guess(prob: _Problem) -> np.ndarray:
+    """Templates, with the pelvis height shifted so the lowest stance point touches the floor and
+    a ballistic arc across flight phases; anchors at the mean stance positions."""
+    T, n = prob.T, prob.n
+    x = np.concatenate([prob.q_ref_full[:, prob.solved].ravel(), np.zeros(2 * len(prob.layout.anchors))])
+    out, _ = prob.evaluate(x, jacobian=False)
+    pts = out[:, :12].reshape(T, 4, 3)
+    shift = np.full(T, np.nan)
+    for t in range(T):
+        c = prob.contact[t]
+        if c.any():
+            shift[t] = -pts[t, c, 1].min()
+    ty = prob.plan.solved.index("pelvis_ty")
+    known = np.flatnonzero(~np.isnan(shift))
+    if len(known) == 0:
+        raise SolverError(f"motion '{prob.plan.name}' has no foot contact at all")
+    # flight: ballistic arc between the neighbouring stance shifts
+    for a, b in _runs(np.isnan(shift)):
+        if a == 0 or b == T - 1:
+            shift[a: b + 1] = shift[b + 1] if a == 0 else shift[a - 1]
+            continue
+        t0, t1 = a - 1, b + 1
+        y0, y1 = shift[t0], shift[t1]
+        dur = (t1 - t0) * prob.dt
+        v0 = (y1 - y0 + 0.5 * GRAVITY * dur ** 2) / dur
+        tau = (np.arange(a, b + 1) - t0) * prob.dt
+        shift[a: b + 1] = y0 + v0 * tau - 0.5 * GRAVITY * tau ** 2
+    x[ty: T * n: n] += shift
+    out, _ = prob.evaluate(x, jacobian=False)
+    pts = out[:, :12].reshape(T, 4, 3)
+    anchors = np.array([[pts[a: b + 1, p, 0].mean(), pts[a: b + 1, p, 2].mean()] for p, a, b in prob.layout.anchors])
+    if len(anchors):
+        x[T * n:] = anchors.ravel()
+    return x
+
+
+def synthesize(
+    model_path: str | Path | None,
+    plan: MotionPlan,
+    *,
+    max_iterations: int = 40,
+    tol: float = 1e-6,
+    sd: dict[str, float] | None = None,
+    progress: bool = False,
+) -> Synthesis:
+    """Solve for kinematics that follow `plan` on the given (scaled) model.
+
+    Returns the coordinates of every model coordinate over the plan's time base and the
+    diagnostics `max_slide_m`, `max_sink_m`, `flight_com_accel_err`, `template_rms_deg`,
+    `iterations`, `cost`. Raises SolverError if the optimiser cannot meet the contact
+    constraints (slide > 5 mm or sink > 5 mm).
+    """
+    feet = foot_geometry(model_path)
+    points = []
+    for name in CONTACT_POINTS:
+        kind, side = name.split("_")
+        fg = feet[side]
+        points.append((fg.heel_body, fg.heel) if kind == "heel" else (fg.toe_body, fg.toe))
+    kin = ModelKinematics(model_path, points)
+    prob = _Problem(kin, plan, {**DEFAULT_SD, **(sd or {})})
+    x = _initial_guess(prob)
+    lam = 1e-3
+    out, jac = prob.evaluate(x, jacobian=True)
+    r, J = prob.residuals(x, out, jac)
+    cost = float(r @ r)
+    it = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_iterations, desc=f"synthesise {plan.name}", leave=False)
+    for it in range(1, max_iterations + 1):
+        JtJ = (J.T @ J).tocsc()
+        g = J.T @ r
+        diag = JtJ.diagonal()
+        improved = False
+        for _ in range(8):
+            A = JtJ + sp.diags(lam * np.maximum(diag, 1e-9), format="csc")
+            step = -spla.spsolve(A, g)
+            x_new = x + step
+            out_new, _ = prob.evaluate(x_new, jacobian=False)
+            r_new, _ = prob.residuals(x_new, out_new, None)
+            cost_new = float(r_new @ r_new)
+            if cost_new < cost:
+                improved = True
+                break
+            lam *= 4.0
+        if bar is not None:
+            bar.update(1)
+        if not improved:
+            break
+        rel = (cost - cost_new) / max(cost, 1e-12)
+        x, cost = x_new, cost_new
+        lam = max(lam / 3.0, 1e-9)
+        if rel < tol:
+            break
+        out, jac = prob.evaluate(x, jacobian=True)
+        r, J = prob.residuals(x, out, jac)
+    if bar is not None:
+        bar.close()
+    out, _ = prob.evaluate(x, jacobian=False)
+    q = prob.full(x)
+    T = prob.T
+    pts = out[:, :12].reshape(T, 4, 3)
+    com = out[:, 12:15]
+    diag = diagnostics(plan, pts, com, prob.contact)
+    diag["iterations"] = float(it)
+    diag["cost"] = cost
+    ref = prob.q_ref_full[:, prob.solved]
+    ang = [k for k, c in enumerate(plan.solved) if not c.startswith("pelvis_t")]
+    diag["template_rms_deg"] = float(np.sqrt(np.mean((q[:, prob.solved][:, ang] - ref[:, ang]) ** 2)) / DEG)
+    if diag["max_slide_m"] > 0.005 or diag["max_sink_m"] > 0.005:
+        raise SolverError(
+            f"motion '{plan.name}': contact constraints not met (slide {diag['max_slide_m'] * 100:.1f} cm, "
+            f"sink {diag['max_sink_m'] * 100:.1f} cm)"
+        )
+    df = pd.DataFrame(q, index=pd.Index(plan.time, name="time"), columns=kin.names)
+    return Synthesis(df, prob.contact, pts, com, diag)
+
+
+def diagnostics(plan: MotionPlan, pts: np.ndarray, com: np.ndarray, contact: np.ndarray) -> dict[str, float]:
+    """Physical plausibility figures of a synthesised motion.
+
+    max_slide_m: largest horizontal excursion of a contact point from where it touched down,
+    over its stance. max_sink_m: deepest a stance point goes below y = 0 (positive = below).
+    min_swing_height_m: lowest a swing point gets (negative = through the floor).
+    flight_com_accel_err: max |a_com - g| (m/s^2) over flight frames (second differences).
+    """
+    slide, sink = 0.0, 0.0
+    for p in range(4):
+        for a, b in _runs(contact[:, p]):
+            d = np.linalg.norm(pts[a: b + 1, p, [0, 2]] - pts[a, p, [0, 2]], axis=1)
+            slide = max(slide, float(d.max()))
+            sink = max(sink, float(-pts[a: b + 1, p, 1].min()))
+    swing = np.where(~contact, pts[:, :, 1], np.inf)
+    dt = float(plan.time[1] - plan.time[0])
+    acc = (com[2:] - 2 * com[1:-1] + com[:-2]) / dt ** 2
+    fl = ~contact.any(axis=1)
+    flm = fl[1:-1] & fl[:-2] & fl[2:]
+    err = np.linalg.norm(acc[flm] - np.array([0, -GRAVITY, 0]), axis=1) if flm.any() else np.zeros(1)
+    stance_acc = acc[~fl[1:-1], 1]
+    return {
+        "max_slide_m": slide,
+        "max_sink_m": sink,
+        "min_swing_height_m": float(swing.min()) if np.isfinite(swing).any() else 0.0,
+        "flight_com_accel_err": float(err.max()),
+        "flight_frames": float(fl.sum()),
+        "min_stance_com_accel_y": float(stance_acc.min()) if len(stance_acc) else 0.0,
+        "speed_m_s": float((com[-1, 0] - com[0, 0]) / (plan.time[-1] - plan.time[0])),
+    }
