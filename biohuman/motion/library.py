@@ -62,6 +62,7 @@ class MotionPlan:
     solved: tuple[str, ...] = LEG_SOLVED
     quasi_static: bool = False
     speed_m_s: float = 0.0
+    cycle_s: float = 0.0  # stride time of cyclic motions (0 for one-off motions)
     sd: dict[str, float] = field(default_factory=dict)
     description: str = ""
 
@@ -154,7 +155,7 @@ def walking(speed: float, height: float, rate: float, cycles: float = 1.2, name:
         "toe_l": periodic_intervals(0.58, 0.12, stride, 0.0, t_end),
     }
     contact = {p: intervals_mask(t, iv) for p, iv in sched.items()}
-    return MotionPlan(name, "walk", t, q, contact, speed_m_s=speed,
+    return MotionPlan(name, "walk", t, q, contact, speed_m_s=speed, cycle_s=stride,
                       description=f"level walking at {speed:.2f} m/s, stride {stride:.2f} s")
 
 
@@ -201,7 +202,7 @@ def running(speed: float, height: float, rate: float, cycles: float = 1.3, name:
         "toe_l": periodic_intervals(0.54, 0.86, stride, 0.0, t_end),
     }
     contact = {p: intervals_mask(t, iv) for p, iv in sched.items()}
-    return MotionPlan(name, "run", t, q, contact, speed_m_s=speed,
+    return MotionPlan(name, "run", t, q, contact, speed_m_s=speed, cycle_s=stride,
                       description=f"running at {speed:.2f} m/s, stride {stride:.2f} s")
 
 

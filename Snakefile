@@ -1,0 +1,35 @@
+# biohuman workflow: motion capture -> OpenSim labels -> dataset.
+# Thin on purpose: configuration, schema validation, rule files, targets. All logic lives in the
+# biohuman package; rules are adapters (workflow/scripts) that call one biohuman function.
+from biohuman.config import validate_config
+from biohuman.workflow import plan
+
+configfile: "config.yaml"
+
+
+config.update(validate_config(config))  # schema: workflow/schemas/config.schema.yaml (defaults filled)
+PLAN = plan(config)
+R = config["results"]
+
+wildcard_constraints:
+    subject=r"[A-Za-z0-9_-]+",
+    trial=r"[A-Za-z0-9_-]+",
+
+
+rule all:
+    """The dataset: one NetCDF per labelled trial and the manifest of every trial's status."""
+    input:
+        f"{R}/dataset/manifest.csv",
+    default_target: True
+
+
+rule label:
+    """Just the labels: scaled models, IK, ground forces, ID and activations of every trial."""
+    input:
+        [f"{R}/activations/{t.subject}/{t.trial}.status.json" for t in PLAN.trials],
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/synthetic.smk"
+include: "workflow/rules/label.smk"
+include: "workflow/rules/dataset.smk"

@@ -1,0 +1,11 @@
+"""Adapter: rule inverse_dynamics -> biohuman.pipeline.step_inverse_dynamics (status record output)."""
+from pathlib import Path
+
+from biohuman.pipeline import step_inverse_dynamics
+from biohuman.workflow import run_step
+
+sm = snakemake  # type: ignore[name-defined] # noqa: F821
+run_step("inverse_dynamics", sm.output.status, sm.log[0], step_inverse_dynamics,
+         trial_id=f"{sm.wildcards.subject}/{sm.wildcards.trial}",
+         upstream={"scale": sm.input.scale, "ik": sm.input.ik, "grf": sm.input.grf},
+         config=sm.params.config, trial={"trial": sm.wildcards.trial}, out_dir=Path(sm.output.status).parent)
