@@ -108,7 +108,7 @@ def step_ik(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any]
             trc: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Read and repair the trial's markers, run OpenSim IK, low-pass the coordinates.
 
-    Writes {trial}_markers.trc (the repaired markers IK used), {trial}.mot (IK, degrees),
+    Writes {trial}_markers.trc (the repaired markers IK used), {trial}.mot (IK, radians),
     {trial}_filtered.mot (the motion type's cut-off; what every later step uses),
     {trial}_marker_errors.csv and the IK setup XML.
     """

@@ -203,6 +203,7 @@ def running(speed: float, height: float, rate: float, cycles: float = 1.3, name:
     }
     contact = {p: intervals_mask(t, iv) for p, iv in sched.items()}
     return MotionPlan(name, "run", t, q, contact, speed_m_s=speed, cycle_s=stride,
+                      sd={"stance_accel_v": 10.0, "stance_accel_h": 4.0, "cop": 0.05},
                       description=f"running at {speed:.2f} m/s, stride {stride:.2f} s")
 
 
@@ -297,7 +298,7 @@ def counter_movement_jump(height: float, rate: float, flight_s: float = 0.44,
         "toe_r": intervals_mask(t, [(0.0, t_off), (t_land, t[-1] + 1)]),
     }
     contact["heel_l"], contact["toe_l"] = contact["heel_r"].copy(), contact["toe_r"].copy()
-    return MotionPlan(name, "cmj", t, q, contact,
+    return MotionPlan(name, "cmj", t, q, contact, sd={"stance_accel_v": 10.0, "cop": 0.05},
                       description=f"counter-movement jump, {flight_s:.2f} s flight")
 
 

@@ -5,7 +5,8 @@ The plan's joint-angle templates are followed as closely as possible while, exac
   sinking); the anchors are unknowns, so feet land where the legs put them;
 - no foot point goes below the floor in swing;
 - in flight the whole-body centre of mass accelerates at g (a ballistic path), and in stance
-  its vertical acceleration never asks the floor to pull (a_y >= -g);
+  its vertical acceleration never asks the floor to pull (a_y >= -g), while its accelerations
+  are kept (softly) within what real ground forces produce;
 - in quasi-static motions the centre of mass stays over the feet (balance).
 
 Forward kinematics is OpenSim's own (the subject's scaled .osim), so the synthetic markers and
@@ -41,6 +42,7 @@ class ModelKinematics:
 
     def __init__(self, model_path: str | Path | None, points: list[tuple[str, tuple[float, float, float]]]) -> None:
         osim = opensim()
+        self.model_path = model_path
         self.model = load_model(model_path)
         self.state = self.model.initSystem()
         cs = self.model.getCoordinateSet()
@@ -142,7 +144,10 @@ DEFAULT_SD = {
     "smooth_angle": 0.004,     # second difference per frame (rad)
     "smooth_translation": 0.001,
     "accel": 0.3,              # ballistic / unilateral COM acceleration (m/s^2)
+    "stance_accel_h": 1.0,     # horizontal COM acceleration in stance (m/s^2; 0.1 g ~ 10 % BW shear)
+    "stance_accel_v": 2.5,     # vertical COM acceleration in stance (m/s^2)
     "balance": 0.02,           # COM over the feet in quasi-static motions (m)
+    "cop": 0.01,               # implied centre of pressure outside the support area (m)
 }
 
 
@@ -167,7 +172,11 @@ class _Problem:
             for a, b in _runs(self.contact[:, p]):
                 anchors.append((p, a, b))
         self.layout = _Layout(self.T, self.n, anchors)
+        self.anchor_of = np.full((self.T, 4), -1)
+        for a_idx, (p, a, b) in enumerate(anchors):
+            self.anchor_of[a: b + 1, p] = a_idx
         self.flight = ~self.contact.any(axis=1)
+        self.half_width = 0.6 * float(np.mean([f.half_width for f in foot_geometry(kin.model_path).values()]))
         w = np.empty(self.n)
         for k, name in enumerate(plan.solved):
             if name.startswith("pelvis_t"):
@@ -293,8 +302,8 @@ class _Problem:
                 dout = jac[frames, 3 * p + 1, :] * active[:, None]
             add_dense(r, frames, dout, wc)
 
-        # 4. centre-of-mass dynamics: ballistic in flight, no pulling floor in stance
-        wa = 1.0 / sd["accel"]
+        # 4. centre-of-mass dynamics: ballistic in flight; in stance the floor never pulls
+        #    (a_y >= -g) and accelerations stay in the range of real ground forces (soft)
         dt2 = self.dt ** 2
         g = np.array([0.0, -GRAVITY, 0.0])
         if T >= 3:
@@ -302,27 +311,58 @@ class _Problem:
             acc = (com[2:] - 2 * com[1:-1] + com[:-2]) / dt2  # at frames 1..T-2
             mid = np.arange(1, T - 1)
             fl = self.flight[mid]
+            groups = []
             for axis in range(3):
-                if axis == 1:
-                    # stance: penalise a_y < -g only; flight: a_y = -g
-                    err = acc[:, 1] + GRAVITY
-                    r = np.where(fl, err, np.minimum(err, 0.0)) * wa
-                    active = fl | (err < 0)
-                else:
-                    err = acc[:, axis] - g[axis]
-                    r = np.where(fl, err, 0.0) * wa
-                    active = fl
-                res.append(r)
+                err = acc[:, axis] - g[axis]
+                groups.append((axis, np.where(fl, err, 0.0), fl, 1.0 / sd["accel"]))
+                soft = sd["stance_accel_v"] if axis == 1 else sd["stance_accel_h"]
+                groups.append((axis, np.where(fl, 0.0, acc[:, axis]), ~fl, 1.0 / soft))
+            err = acc[:, 1] + GRAVITY
+            pull = ~fl & (err < 0)
+            groups.append((1, np.where(pull, err, 0.0), pull, 1.0 / sd["accel"]))
+            for axis, err, active, w in groups:
+                res.append(err * w)
                 if jac is not None:
                     for dt_, coef in ((-1, 1.0), (0, -2.0), (1, 1.0)):
                         frames = mid + dt_
-                        d = jac[frames, 12 + axis, :] * (coef / dt2 * wa) * active[:, None]
+                        d = jac[frames, 12 + axis, :] * (coef / dt2 * w) * active[:, None]
                         rows.append(np.repeat(np.arange(r0, r0 + len(mid)), n))
                         cols.append((frames[:, None] * n + np.arange(n)[None, :]).ravel())
                         vals.append(d.ravel())
                 r0 += len(mid)
 
-        # 5. balance: COM over the mean of the points in contact (quasi-static motions)
+        # 5. dynamic balance: the centre of pressure implied by the COM motion (point-mass
+        #    model, p = c - c_y a / (a_y + g)) must lie within the support area of the feet
+        if T >= 3 and np.isfinite(sd["cop"]):
+            wz = 1.0 / sd["cop"]
+            com = out[:, 12:15]
+            acc = (com[2:] - 2 * com[1:-1] + com[:-2]) / dt2
+            mid = np.arange(1, T - 1)
+            stance = ~self.flight[mid]
+            D = np.maximum(acc[:, 1] + GRAVITY, 1.0)
+            cy = com[1:-1, 1]
+            anchors_xz = self.anchors(x)
+            p = com[1:-1][:, [0, 2]] - (cy / D)[:, None] * acc[:, [0, 2]]
+            target = np.array([_support_projection(p[k], anchors_xz[self.anchor_of[t][self.anchor_of[t] >= 0]],
+                                                   self.half_width) if stance[k] else p[k]
+                               for k, t in enumerate(mid)])
+            gap = (p - target) * stance[:, None]
+            for j, h in enumerate((0, 2)):
+                res.append(gap[:, j] * wz)
+                if jac is not None:
+                    active = np.abs(gap[:, j]) > 0
+                    ah = acc[:, h]
+                    for dt_, w_k in ((-1, 1.0), (0, -2.0), (1, 1.0)):
+                        frames = mid + dt_
+                        dch = (-cy / D * w_k / dt2 + (1.0 if dt_ == 0 else 0.0))
+                        dcy = (cy * ah / D**2 * w_k / dt2 - (ah / D if dt_ == 0 else 0.0))
+                        d = (jac[frames, 12 + h, :] * dch[:, None] + jac[frames, 13, :] * dcy[:, None]) * (wz * active)[:, None]
+                        rows.append(np.repeat(np.arange(r0, r0 + len(mid)), n))
+                        cols.append((frames[:, None] * n + np.arange(n)[None, :]).ravel())
+                        vals.append(d.ravel())
+                r0 += len(mid)
+
+        # 6. balance: COM over the mean of the points in contact (quasi-static motions)
         if self.plan.quasi_static:
             wb = 1.0 / sd["balance"]
             cnt = self.contact.sum(axis=1)
@@ -343,6 +383,38 @@ class _Problem:
             return rvec, None
         J = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r0, nx))
         return rvec, J
+
+
+def _support_projection(p: np.ndarray, pts: np.ndarray, margin: float) -> np.ndarray:
+    """Nearest point to p (2,) of the support area: the convex hull of the contact points (k, 2)
+    dilated by `margin` (m; the sole's width around the heel-toe lines). Returns p if inside."""
+    if len(pts) == 0:
+        return p
+    if len(pts) >= 3:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            hull = ConvexHull(pts)
+            if np.all(hull.equations[:, :2] @ p + hull.equations[:, 2] <= margin):
+                return p
+            edges = [(pts[a], pts[b]) for a, b in hull.simplices]
+        except QhullError:  # collinear points
+            edges = [(pts[a], pts[b]) for a in range(len(pts)) for b in range(a + 1, len(pts))]
+    elif len(pts) == 2:
+        edges = [(pts[0], pts[1])]
+    else:
+        edges = [(pts[0], pts[0])]
+    best, dist = p, np.inf
+    for a, b in edges:
+        ab = b - a
+        u = 0.0 if not ab.any() else float(np.clip(np.dot(p - a, ab) / np.dot(ab, ab), 0.0, 1.0))
+        q = a + u * ab
+        d = float(np.linalg.norm(p - q))
+        if d < dist:
+            best, dist = q, d
+    if dist <= margin:
+        return p
+    return best + (p - best) * (margin / dist)
 
 
 def _initial_guess(prob: _Problem) -> np.ndarray:
@@ -381,6 +453,43 @@ def _initial_guess(prob: _Problem) -> np.ndarray:
     return x
 
 
+def _levenberg_marquardt(prob: _Problem, x: np.ndarray, max_iterations: int, tol: float,
+                         bar=None) -> tuple[np.ndarray, int, float]:  # noqa: ANN001
+    """Minimise the problem's sum of squares from x; returns (x, iterations, cost)."""
+    lam = 1e-3
+    out, jac = prob.evaluate(x, jacobian=True)
+    r, J = prob.residuals(x, out, jac)
+    cost = float(r @ r)
+    it = 0
+    for it in range(1, max_iterations + 1):
+        JtJ = (J.T @ J).tocsc()
+        g = J.T @ r
+        diag = JtJ.diagonal()
+        improved = False
+        for _ in range(8):
+            A = JtJ + sp.diags(lam * np.maximum(diag, 1e-9), format="csc")
+            x_new = x - spla.spsolve(A, g)
+            out_new, _ = prob.evaluate(x_new, jacobian=False)
+            r_new, _ = prob.residuals(x_new, out_new, None)
+            cost_new = float(r_new @ r_new)
+            if cost_new < cost:
+                improved = True
+                break
+            lam *= 4.0
+        if bar is not None:
+            bar.update(1)
+        if not improved:
+            break
+        rel = (cost - cost_new) / max(cost, 1e-12)
+        x, cost = x_new, cost_new
+        lam = max(lam / 3.0, 1e-9)
+        if rel < tol:
+            break
+        out, jac = prob.evaluate(x, jacobian=True)
+        r, J = prob.residuals(x, out, jac)
+    return x, it, cost
+
+
 def synthesize(
     model_path: str | Path | None,
     plan: MotionPlan,
@@ -404,45 +513,21 @@ def synthesize(
         fg = feet[side]
         points.append((fg.heel_body, fg.heel) if kind == "heel" else (fg.toe_body, fg.toe))
     kin = ModelKinematics(model_path, points)
-    prob = _Problem(kin, plan, {**DEFAULT_SD, **(sd or {})})
+    prob = _Problem(kin, plan, {**DEFAULT_SD, **plan.sd, **(sd or {})})
     x = _initial_guess(prob)
-    lam = 1e-3
-    out, jac = prob.evaluate(x, jacobian=True)
-    r, J = prob.residuals(x, out, jac)
-    cost = float(r @ r)
-    it = 0
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=max_iterations, desc=f"synthesise {plan.name}", leave=False)
-    for it in range(1, max_iterations + 1):
-        JtJ = (J.T @ J).tocsc()
-        g = J.T @ r
-        diag = JtJ.diagonal()
-        improved = False
-        for _ in range(8):
-            A = JtJ + sp.diags(lam * np.maximum(diag, 1e-9), format="csc")
-            step = -spla.spsolve(A, g)
-            x_new = x + step
-            out_new, _ = prob.evaluate(x_new, jacobian=False)
-            r_new, _ = prob.residuals(x_new, out_new, None)
-            cost_new = float(r_new @ r_new)
-            if cost_new < cost:
-                improved = True
-                break
-            lam *= 4.0
-        if bar is not None:
-            bar.update(1)
-        if not improved:
-            break
-        rel = (cost - cost_new) / max(cost, 1e-12)
-        x, cost = x_new, cost_new
-        lam = max(lam / 3.0, 1e-9)
-        if rel < tol:
-            break
-        out, jac = prob.evaluate(x, jacobian=True)
-        r, J = prob.residuals(x, out, jac)
+        bar = tqdm(total=2 * max_iterations, desc=f"synthesise {plan.name}", leave=False)
+    # continuation: first the kinematic and ballistic terms, then dynamic balance (the implied
+    # centre of pressure) from that feasible start; the CoP term alone is too non-convex.
+    cop_sd = prob.sd["cop"]
+    prob.sd["cop"] = np.inf
+    x, it1, _ = _levenberg_marquardt(prob, x, max_iterations, tol, bar)
+    prob.sd["cop"] = cop_sd
+    x, it2, cost = _levenberg_marquardt(prob, x, max_iterations, tol, bar)
+    it = it1 + it2
     if bar is not None:
         bar.close()
     out, _ = prob.evaluate(x, jacobian=False)

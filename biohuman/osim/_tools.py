@@ -58,6 +58,7 @@ def capture_log(level: str = "info", silence_console: bool = True) -> Iterator[C
     saved: list[tuple[int, int]] = []
     tmp = None
     if silence_console:
+        _flush_std()
         tmp = tempfile.TemporaryFile(mode="w+b")
         for fd in (1, 2):
             try:
@@ -73,6 +74,8 @@ def capture_log(level: str = "info", silence_console: bool = True) -> Iterator[C
     finally:
         osim.Logger.removeSink(sink)
         osim.Logger.setLevelString(previous)
+        if saved:
+            _flush_std()
         for fd, dup in saved:
             with contextlib.suppress(OSError):
                 os.dup2(dup, fd)
@@ -90,6 +93,18 @@ def capture_log(level: str = "info", silence_console: bool = True) -> Iterator[C
                 text = text + "\n" + "\n".join(extra)
         out.text = text
         out.lines = text.splitlines()
+
+
+def _flush_std() -> None:
+    """Flush Python's and the C library's stdout/stderr buffers (before swapping descriptors)."""
+    import ctypes
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
 
 
 # ---------------------------------------------------------------------------------------------

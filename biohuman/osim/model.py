@@ -22,6 +22,7 @@ def opensim():  # noqa: ANN201 - returns the opensim module
 
     if not getattr(osim, "_biohuman_quiet", False):
         osim.Logger.setLevelString(os.environ.get("BIOHUMAN_OPENSIM_LOG", "error"))
+        osim.Logger.removeFileSink()  # otherwise OpenSim writes opensim.log into the working directory
         osim._biohuman_quiet = True  # type: ignore[attr-defined]
     return osim
 

@@ -1,0 +1,91 @@
+"""Command line: `biohuman info PATH` (a dataset or one trial) and `biohuman plot TRIAL`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from biohuman.errors import BiohumanError
+
+
+def info(path: Path) -> str:
+    """Human-readable summary of a manifest / dataset folder or of one trial NetCDF."""
+    import biohuman.io as bio
+
+    if path.suffix == ".nc":
+        ds = bio.open_trial(path)
+        lines = [f"trial {ds.attrs['trial_id']} ({ds.attrs['motion_type']}, {ds.attrs['source']}): "
+                 f"{ds.sizes['time']} frames, {float(ds.time[-1] - ds.time[0]):.2f} s, "
+                 f"{ds.sizes['muscle']} muscles, QC {ds.attrs['qc_status']}, solver {ds.attrs['activation_solver']}"]
+        for check, value, thr, flag, units in zip(ds.check.values, ds.qc_value.values, ds.qc_threshold.values,
+                                                  ds.qc_flag.values, ds.qc_units.values):
+            lines.append(f"  {'FAIL' if flag else 'pass'}  {check:32s} {value:10.4g} (limit {thr:g} {units})")
+        return "\n".join(lines)
+    manifest = path if path.suffix == ".csv" else path / "manifest.csv"
+    df = bio.read_manifest(manifest)
+    lines = [f"{len(df)} trials in {manifest}: " + ", ".join(f"{k} {v}" for k, v in df.status.value_counts().items())]
+    for row in df.itertuples():
+        lines.append(f"  {row.status:8s} {row.trial_id:28s} {row.motion_type:12s} {row.n_frames!s:>6} frames  {row.message}")
+    return "\n".join(lines)
+
+
+def plot_trial(path: Path, out: Path | None = None) -> Path:
+    """Figure of one trial: sagittal joint angles, joint moments, ground forces, activation heatmap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    import biohuman.io as bio
+
+    ds = bio.open_trial(path)
+    t = ds.time.to_numpy()
+    fig, ax = plt.subplots(4, 1, figsize=(9, 12), sharex=True, gridspec_kw={"height_ratios": [1, 1, 1, 2]})
+    for c in ("hip_flexion_r", "knee_angle_r", "ankle_angle_r"):
+        ax[0].plot(t, ds.joint_angle.sel(coordinate=c), label=c)
+        ax[1].plot(t, ds.joint_moment.sel(coordinate=c), label=c)
+    ax[0].set_ylabel("angle (deg)")
+    ax[1].set_ylabel("moment (N m)")
+    for f in ("r", "l"):
+        ax[2].plot(t, ds.ground_force.sel(foot=f, axis="y"), label=f"vertical GRF {f}")
+    ax[2].set_ylabel("force (N)")
+    im = ax[3].imshow(ds.activation.to_numpy().T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="magma",
+                      extent=[t[0], t[-1], 0, ds.sizes["muscle"]])
+    ax[3].set_yticks(np.arange(0, ds.sizes["muscle"], 8) + 0.5, ds.muscle.values[::8], fontsize=7)
+    ax[3].set_ylabel("muscle")
+    ax[3].set_xlabel("time (s)")
+    fig.colorbar(im, ax=ax[3], label="activation", orientation="horizontal", pad=0.12)
+    for a in ax[:3]:
+        a.legend(fontsize=8)
+    fig.suptitle(f"{ds.attrs['trial_id']} ({ds.attrs['motion_type']}), QC {ds.attrs['qc_status']}")
+    out = out or path.with_suffix(".png")
+    fig.savefig(out, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `biohuman` console script."""
+    parser = argparse.ArgumentParser(prog="biohuman", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("info", help="summarise a dataset (folder or manifest.csv) or one trial (.nc)")
+    p.add_argument("path", type=Path)
+    p = sub.add_parser("plot", help="plot one trial (.nc) to a PNG")
+    p.add_argument("trial", type=Path)
+    p.add_argument("-o", "--out", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "info":
+            print(info(args.path))
+        elif args.cmd == "plot":
+            print(plot_trial(args.trial, args.out))
+    except BiohumanError as exc:
+        print(f"biohuman: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

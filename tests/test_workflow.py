@@ -1,0 +1,132 @@
+"""The Snakemake workflow: dry run, lint, the ground-truth firewall, and a tiny end-to-end run
+with a corrupt trial beside a good one, run twice for reproducibility."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+LABEL_RULES = {"scale", "ik", "ground_forces", "inverse_dynamics", "activations", "trial_dataset", "manifest",
+               "external_subject"}
+
+
+def snakemake(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_dry_run_all_and_label():
+    for target in ("all", "label"):
+        r = snakemake("-n", target, "--quiet", "rules")
+        assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_lint_is_clean():
+    r = snakemake("--lint")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "Congratulations" in r.stdout + r.stderr
+
+
+def _jobs(dry_run_text: str) -> list[dict]:
+    """Parse `snakemake -n` job blocks: rule name, input and output paths."""
+    jobs, cur, key = [], None, None
+    for line in dry_run_text.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line.strip())
+        if m:
+            cur = {"rule": m.group(1), "input": [], "output": []}
+            jobs.append(cur)
+            key = None
+            continue
+        if cur is None:
+            continue
+        m = re.match(r"^\s+(input|output|log|jobid|wildcards|reason|resources|params):\s*(.*)$", line)
+        if m:
+            key = m.group(1)
+            if key in ("input", "output"):
+                cur[key] += [p.strip() for p in m.group(2).split(",") if p.strip()]
+        elif not line.strip():
+            cur, key = None, None
+    return jobs
+
+
+def test_no_labelling_rule_takes_ground_truth_as_input():
+    r = snakemake("-n", "all")
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = _jobs(r.stdout + r.stderr)
+    rules = {j["rule"] for j in jobs}
+    assert {"synth_subject", "synth_trial", "scale", "ik", "activations", "trial_dataset"} <= rules
+    gt_made = [p for j in jobs if j["rule"].startswith("synth") for p in j["output"] if "/ground_truth/" in p]
+    assert gt_made, "the synthetic rules should write ground truth (the parse found none)"
+    label_inputs = [(j["rule"], p) for j in jobs if j["rule"] in LABEL_RULES for p in j["input"]]
+    assert len(label_inputs) > 20
+    leaks = [(rule, p) for rule, p in label_inputs if "ground_truth" in p]
+    assert not leaks, f"labelling rules read ground truth: {leaks[:5]}"
+
+
+def _write_config(tmp: Path, results: Path, corrupt_trc: Path) -> Path:
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["results"] = str(results)
+    cfg["synthetic"]["subjects"]["count"] = 1
+    cfg["synthetic"]["motions"] = ["run"]
+    cfg["trials"] = [{"subject": "lab01", "trial": "broken", "trc": str(corrupt_trc),
+                      "static_trc": str(results / "synthetic" / "syn01" / "static.trc"),
+                      "mass_kg": 70.0, "height_m": 1.75, "motion_type": "walk"}]
+    path = tmp / f"config_{results.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _corrupt_trc(path: Path) -> Path:
+    path.write_text(
+        "PathFileType\t4\t(X/Y/Z)\tbroken.trc\n"
+        "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames\n"
+        "100\t100\t50\t1\tmm\t100\t1\t50\n"
+        "Frame#\tTime\tRASI\t\t\n\t\tX1\tY1\tZ1\n\n"
+        "1\t0.00\t1.0\t900.0\t100.0\n2\t0.01\t1.0\tabc\t100.0\n"
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_end_to_end_with_a_corrupt_trial_and_reproducible(tmp_path):
+    import biohuman.io as bio
+
+    bad = _corrupt_trc(tmp_path / "broken.trc")
+    runs = []
+    for name in ("run1", "run2"):
+        results = tmp_path / name
+        cfg = _write_config(tmp_path, results, bad)
+        r = snakemake("--cores", "2", "all", "--configfile", str(cfg), timeout=1500)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+        runs.append(results)
+
+    man = bio.read_manifest(runs[0] / "dataset" / "manifest.csv")
+    by_id = {row.trial_id: row for row in man.itertuples()}
+    assert set(by_id) == {"syn01/run", "lab01/broken"}
+    assert by_id["lab01/broken"].status == "failed"
+    assert "broken.trc" in by_id["lab01/broken"].message and "non-numeric" in by_id["lab01/broken"].message
+    assert by_id["syn01/run"].status in ("ok", "flagged")
+
+    a = bio.open_trial(runs[0] / "dataset" / "syn01" / "run.nc")
+    b = bio.open_trial(runs[1] / "dataset" / "syn01" / "run.nc")
+    assert a.sizes["muscle"] == 80
+    act = a["activation"].to_numpy()
+    assert np.all(np.isfinite(act)) and act.min() >= 0 and act.max() <= 1
+    assert np.all(np.isfinite(a["joint_moment"].to_numpy()))
+    # same config, same code -> identical values (only the creation time may differ)
+    for var in a.data_vars:
+        np.testing.assert_array_equal(a[var].to_numpy(), b[var].to_numpy(), err_msg=var)
+    skip = {"created"}
+    assert {k: v for k, v in a.attrs.items() if k not in skip} == {k: v for k, v in b.attrs.items() if k not in skip}
+    for r in runs:
+        shutil.rmtree(r, ignore_errors=True)
