@@ -145,6 +145,9 @@ def run_step(
     except Exception as exc:  # noqa: BLE001 - recorded, never silently dropped
         log.error("unexpected error: %s\n%s", exc, traceback.format_exc())
         result, status, message = {}, "failed", f"unexpected {type(exc).__name__}: {exc}"
+    if "\n" in message or len(message) > 400:  # keep records one line; the log has the rest
+        log.info("full message: %s", message)
+        message = message.strip().splitlines()[0][:400] if message.strip() else message
     extra = dict(result.get("extra", {}))
     extra["duration_s"] = round(time.perf_counter() - t0, 3)
     write_status(status_out, trial_id=trial_id, step=step, status=status, message=message,

@@ -65,6 +65,8 @@ class MotionPlan:
     cycle_s: float = 0.0  # stride time of cyclic motions (0 for one-off motions)
     sd: dict[str, float] = field(default_factory=dict)
     description: str = ""
+    stance_accel: np.ndarray | None = None
+    """Optional (T, 3) target COM acceleration in stance (m/s^2); default zero."""
 
     @property
     def flight(self) -> np.ndarray:
@@ -202,8 +204,19 @@ def running(speed: float, height: float, rate: float, cycles: float = 1.3, name:
         "toe_l": periodic_intervals(0.54, 0.86, stride, 0.0, t_end),
     }
     contact = {p: intervals_mask(t, iv) for p, iv in sched.items()}
-    return MotionPlan(name, "run", t, q, contact, speed_m_s=speed, cycle_s=stride,
-                      sd={"stance_accel_v": 10.0, "stance_accel_h": 4.0, "cop": 0.05},
+    # stance COM acceleration of a spring-mass runner: a half-sine vertical force whose impulse
+    # carries body weight over the whole step (stance + flight), and a braking-then-propulsion
+    # fore-aft force (Cavagna 1964; Novacheck 1998): a_y = -g + F/m, a_x = -A sin(2 pi tau / Ts)
+    duty = 0.36
+    ts = duty * stride
+    tau = np.mod(ph, 0.5) * stride  # time since the last foot strike
+    in_stance = tau < ts
+    peak = np.pi * 9.80665 * (stride / 2) / (2 * ts)
+    acc = np.zeros((len(t), 3))
+    acc[:, 1] = np.where(in_stance, -9.80665 + peak * np.sin(np.pi * np.clip(tau / ts, 0, 1)), 0.0)
+    acc[:, 0] = np.where(in_stance, -3.0 * np.sin(2 * np.pi * np.clip(tau / ts, 0, 1)), 0.0)
+    return MotionPlan(name, "run", t, q, contact, speed_m_s=speed, cycle_s=stride, stance_accel=acc,
+                      sd={"stance_accel_v": 1.5, "stance_accel_h": 1.5, "cop": 0.05},
                       description=f"running at {speed:.2f} m/s, stride {stride:.2f} s")
 
 

@@ -316,7 +316,8 @@ class _Problem:
                 err = acc[:, axis] - g[axis]
                 groups.append((axis, np.where(fl, err, 0.0), fl, 1.0 / sd["accel"]))
                 soft = sd["stance_accel_v"] if axis == 1 else sd["stance_accel_h"]
-                groups.append((axis, np.where(fl, 0.0, acc[:, axis]), ~fl, 1.0 / soft))
+                target = 0.0 if self.plan.stance_accel is None else self.plan.stance_accel[mid, axis]
+                groups.append((axis, np.where(fl, 0.0, acc[:, axis] - target), ~fl, 1.0 / soft))
             err = acc[:, 1] + GRAVITY
             pull = ~fl & (err < 0)
             groups.append((1, np.where(pull, err, 0.0), pull, 1.0 / sd["accel"]))

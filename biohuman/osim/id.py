@@ -160,7 +160,7 @@ def run_id(model_osim: str | Path, coordinates_mot: str | Path, out_sto: str | P
     (`hip_flexion_r_moment`), `df.attrs["units"]` to its unit. Raises SolverError naming inputs.
     """
     osim = opensim()
-    model_osim, coordinates_mot, out_sto = Path(model_osim), Path(coordinates_mot), Path(out_sto)
+    model_osim, coordinates_mot, out_sto = (Path(p).resolve() for p in (model_osim, coordinates_mot, out_sto))
     ext = Path(external_loads_xml).resolve() if external_loads_xml else None
     if ext is not None and not ext.is_file():
         raise InputFormatError("external loads file does not exist", ext)
@@ -170,7 +170,7 @@ def run_id(model_osim: str | Path, coordinates_mot: str | Path, out_sto: str | P
     q_path = out_sto.with_name(f"{stem}_coordinates.mot")
     q, (t0, t1) = prepare_coordinates(model, coordinates_mot, q_path, time_range, margin_s)
     lp = -1.0 if lowpass_hz is None or lowpass_hz <= 0 else float(lowpass_hz)
-    setup_out = Path(setup_out) if setup_out else out_sto.with_name(f"{stem}_id_setup.xml")
+    setup_out = Path(setup_out).resolve() if setup_out else out_sto.with_name(f"{stem}_id_setup.xml")
     write_setup_xml(setup_out, id_tool_xml(stem, model_osim.resolve(), q_path.resolve(), out_sto.parent.resolve(),
                                            out_sto.name, (t0, t1), ext, lp, excluded_forces))
     stage = Path(tempfile.mkdtemp(prefix=".id.", dir=out_sto.parent))

@@ -140,7 +140,7 @@ def run_ik(model_osim: str | Path, trc: str | Path, out_mot: str | Path, *,
     the inputs when IK fails.
     """
     osim = opensim()
-    model_osim, trc, out_mot = Path(model_osim), Path(trc), Path(out_mot)
+    model_osim, trc, out_mot = (Path(p).resolve() for p in (model_osim, trc, out_mot))
     model = load_osim(model_osim)
     trial = read_trc(trc)
     t0, t1 = time_range_of(trial.time, time_range)
@@ -156,7 +156,7 @@ def run_ik(model_osim: str | Path, trc: str | Path, out_mot: str | Path, *,
         if not cs.contains(c):
             raise ConfigError(f"coordinate task names a coordinate the model lacks: {c}", model_osim)
     stem = out_mot.stem
-    setup_out = Path(setup_out) if setup_out else out_mot.with_name(f"{stem}_ik_setup.xml")
+    setup_out = Path(setup_out).resolve() if setup_out else out_mot.with_name(f"{stem}_ik_setup.xml")
     err_final = out_mot.with_name(f"{stem}_ik_marker_errors.sto")
     loc_final = out_mot.with_name(f"{stem}_ik_model_marker_locations.sto")
 

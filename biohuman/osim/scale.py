@@ -333,13 +333,13 @@ def scale_model_manual(generic: str | Path | None, factors: Mapping[str, float |
     (`<stem>_scale_set.xml`, read it with `read_scale_set`) and the filled setup XML
     (`setup_out`, default `<stem>_scale_setup.xml`). Returns `out_osim`.
     """
-    generic = resolve_model_path(generic)
-    out_osim = Path(out_osim)
+    generic = resolve_model_path(generic).resolve()
+    out_osim = Path(out_osim).resolve()
     if not (mass_kg > 0 and math.isfinite(mass_kg)):
         raise ConfigError(f"mass_kg must be a positive number, got {mass_kg}")
     bodies = _model_bodies(generic)
     scales = body_scale_factors(factors, bodies)
-    setup_out = Path(setup_out) if setup_out else out_osim.with_name(f"{out_osim.stem}_scale_setup.xml")
+    setup_out = Path(setup_out).resolve() if setup_out else out_osim.with_name(f"{out_osim.stem}_scale_setup.xml")
     final = {"model": out_osim, "scale_set": out_osim.with_name(f"{out_osim.stem}_scale_set.xml")}
 
     def build(paths: Mapping[str, Path], base: Path) -> ET.Element:
@@ -514,9 +514,9 @@ def scale_model(generic: str | Path | None, static_trc: str | Path, mass_kg: flo
     `<stem>_static_ik_setup.xml`, `<stem>_static_pose.mot` (radians) and
     `<stem>_scale_report.json` (fit residuals, marker errors and offsets, pose).
     """
-    generic = resolve_model_path(generic)
-    static_trc = Path(static_trc)
-    out_osim = Path(out_osim)
+    generic = resolve_model_path(generic).resolve()
+    static_trc = Path(static_trc).resolve()
+    out_osim = Path(out_osim).resolve()
     if not (mass_kg > 0 and math.isfinite(mass_kg)):
         raise ConfigError(f"mass_kg must be a positive number, got {mass_kg}")
     meas = load_measurements(measurements)
@@ -549,7 +549,7 @@ def scale_model(generic: str | Path | None, static_trc: str | Path, mass_kg: flo
                 scales[b][_AXES[ax]] = fit.factors[m.name]
 
     stem = out_osim.stem
-    setup_out = Path(setup_out) if setup_out else out_osim.with_name(f"{stem}_scale_setup.xml")
+    setup_out = Path(setup_out).resolve() if setup_out else out_osim.with_name(f"{stem}_scale_setup.xml")
     unplaced = out_osim.with_name(f"{stem}_unplaced.osim") if marker_placement else out_osim
     final = {"model": unplaced, "scale_set": out_osim.with_name(f"{stem}_scale_set.xml")}
 

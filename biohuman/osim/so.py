@@ -212,7 +212,7 @@ def run_static_optimization(model_osim: str | Path, coordinates_mot: str | Path,
     the tool fails or returns nothing; per-frame optimizer failures are reported in `failed`.
     """
     osim = opensim()
-    model_osim, coordinates_mot, out_dir = Path(model_osim), Path(coordinates_mot), Path(out_dir)
+    model_osim, coordinates_mot, out_dir = (Path(p).resolve() for p in (model_osim, coordinates_mot, out_dir))
     ext = Path(external_loads_xml).resolve() if external_loads_xml else None
     if ext is not None and not ext.is_file():
         raise InputFormatError("external loads file does not exist", ext)
@@ -244,7 +244,7 @@ def run_static_optimization(model_osim: str | Path, coordinates_mot: str | Path,
     q_path = out_dir / f"{name}_coordinates.mot"
     _, (t0, t1) = prepare_coordinates(model, coordinates_mot, q_path, time_range, margin_s)
     lp = -1.0 if lowpass_hz is None or lowpass_hz <= 0 else float(lowpass_hz)
-    setup_out = Path(setup_out) if setup_out else out_dir / f"{name}_so_setup.xml"
+    setup_out = Path(setup_out).resolve() if setup_out else out_dir / f"{name}_so_setup.xml"
     kw = dict(activation_exponent=activation_exponent, use_muscle_physiology=use_muscle_physiology,
               step_interval=step_interval, convergence=convergence, max_iterations=max_iterations)
     fsets = [res_path.resolve()] if res_path is not None else []
