@@ -257,3 +257,50 @@ def test_measured_grf_reader(external_dir: Path) -> None:
     # right heel strike near 0.248 s (CATALOG gait events)
     on = meas.time[np.flatnonzero(np.diff(meas.contact[:, 0].astype(int)) == 1)]
     assert np.min(np.abs(on - 0.248)) < 0.03
+
+
+@pytest.mark.parametrize("motion", ["walk", "run"])
+def test_estimate_on_synthetic_motion_meets_contact_rules(motion: str) -> None:
+    """Issue 2's acceptance on synthesised motion: vertical force >= 0 everywhere, exactly zero
+    when no foot is in contact (flight), centre of pressure on the floor inside the support area
+    of its foot (heel-toe segment widened by the sole half-width) whenever the foot is loaded."""
+    from biohuman.dynamics.filters import lowpass
+    from biohuman.dynamics.kinematics import body_kinematics
+    from biohuman.motion.library import build_plan
+    from biohuman.motion.synth import synthesize
+    from biohuman.osim.model import foot_geometry
+
+    plan = build_plan(motion, 1.70, 100.0)
+    coords = synthesize(None, plan).coordinates
+    cutoff = 6.0 if motion == "walk" else 12.0
+    filt = pd.DataFrame(lowpass(coords.to_numpy(), 100.0, cutoff), index=coords.index, columns=coords.columns)
+    gf = estimate_grf(None, filt, cutoff_hz=cutoff)
+    fy = gf.force[:, :, 1]
+    assert np.all(fy >= 0)
+    assert np.all(gf.force[~gf.contact] == 0)
+    none = ~gf.contact.any(axis=1)
+    if motion == "run":
+        assert none.sum() >= 10, "running must have detected flight phases"
+        true_flight = plan.flight
+        assert np.mean(none == true_flight) > 0.9
+    assert np.all(gf.total_force()[none] == 0)
+    feet = foot_geometry(None)
+    pts = {}
+    for side, fg in feet.items():
+        pts.update({f"heel_{side}": (fg.heel_body, fg.heel), f"toe_{side}": (fg.toe_body, fg.toe)})
+    pos = body_kinematics(None, filt, pts)
+    for k, side in enumerate(("r", "l")):
+        loaded = fy[:, k] > 1.0
+        assert loaded.any()
+        cop = gf.cop[loaded, k]
+        assert np.allclose(cop[:, 1], 0.0, atol=1e-6)
+        heel = pos[f"heel_{side}"][loaded][:, [0, 2]]
+        toe = pos[f"toe_{side}"][loaded][:, [0, 2]]
+        axis = toe - heel
+        length = np.linalg.norm(axis, axis=1)
+        u = axis / length[:, None]
+        d = cop[:, [0, 2]] - heel
+        along = np.sum(d * u, axis=1)
+        across = np.abs(d[:, 0] * -u[:, 1] + d[:, 1] * u[:, 0])
+        assert np.all(along >= -1e-3) and np.all(along <= length + 1e-3)
+        assert np.all(across <= feet[side].half_width + 1e-3)
