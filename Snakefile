@@ -2,6 +2,7 @@
 # Thin on purpose: configuration, schema validation, rule files, targets. All logic lives in the
 # biohuman package; rules are adapters (workflow/scripts) that call one biohuman function.
 from biohuman.config import validate_config
+from biohuman.pipeline import anny_cache_dir
 from biohuman.workflow import plan
 
 configfile: "config.yaml"
@@ -10,6 +11,7 @@ configfile: "config.yaml"
 config.update(validate_config(config))  # schema: workflow/schemas/config.schema.yaml (defaults filled)
 PLAN = plan(config)
 R = config["results"]
+ANNY_CACHE = str(anny_cache_dir(config))
 
 wildcard_constraints:
     subject=r"[A-Za-z0-9_-]+",

@@ -1,4 +1,5 @@
-"""Command line: `biohuman info PATH` (a dataset or one trial) and `biohuman plot TRIAL`."""
+"""Command line: `biohuman info PATH` (a dataset or one trial), `biohuman plot TRIAL` and
+`biohuman render-preview TRIAL`."""
 
 from __future__ import annotations
 
@@ -66,6 +67,31 @@ def plot_trial(path: Path, out: Path | None = None) -> Path:
     return out
 
 
+def render_preview_cmd(path: Path, out: Path | None = None, frames: int = 6, anny_cache: Path | None = None) -> Path:
+    """Contact sheet (.png) or side-by-side video (.mp4) of a labelled trial: the rendered body
+    next to the skeleton with muscles coloured by activation."""
+    import numpy as np
+    import pandas as pd
+
+    import biohuman.io as bio
+    from biohuman.render import render_preview
+
+    ds = bio.open_trial(path)
+    t = ds.time.to_numpy()
+    coords = pd.DataFrame(np.radians(ds.joint_angle.to_numpy()), index=t, columns=ds.coordinate.values)
+    coords[list(ds.translational_coordinate.values)] = ds.translation.to_numpy()
+    act = pd.DataFrame(ds.activation.to_numpy(), index=t, columns=ds.muscle.values)
+    out = out or path.with_name(f"{path.stem}_preview.png")
+    import os
+
+    # the cache: given, else $ANNY_CACHE_DIR, else the workflow's {results}/cache/anny
+    default = path.resolve().parents[2] / "cache" / "anny"
+    cache = anny_cache or (Path(os.environ["ANNY_CACHE_DIR"]) if os.environ.get("ANNY_CACHE_DIR") else default)
+    return render_preview(ds.attrs["model_path"], coords, out, activations=act, frames=frames,
+                          config={"anny_cache_dir": str(cache)},
+                          height_m=float(ds.attrs["subject_height_m"]), mass_kg=float(ds.attrs["subject_mass_kg"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `biohuman` console script."""
     parser = argparse.ArgumentParser(prog="biohuman", description=__doc__)
@@ -75,12 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plot", help="plot one trial (.nc) to a PNG")
     p.add_argument("trial", type=Path)
     p.add_argument("-o", "--out", type=Path)
+    p = sub.add_parser("render-preview", help="body next to the activation-coloured skeleton (.png sheet or .mp4)")
+    p.add_argument("trial", type=Path)
+    p.add_argument("-o", "--out", type=Path, help="output .png (contact sheet, default) or .mp4")
+    p.add_argument("--frames", type=int, default=6, help="frames in the contact sheet")
+    p.add_argument("--anny-cache", type=Path, help="Anny cache folder (default $ANNY_CACHE_DIR or results/cache/anny)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "info":
             print(info(args.path))
         elif args.cmd == "plot":
             print(plot_trial(args.trial, args.out))
+        elif args.cmd == "render-preview":
+            print(render_preview_cmd(args.trial, args.out, args.frames, args.anny_cache))
     except BiohumanError as exc:
         print(f"biohuman: error: {exc}", file=sys.stderr)
         return 2

@@ -272,8 +272,13 @@ def id_columns(table: pd.DataFrame) -> dict[str, str]:
 
 
 def step_trial_dataset(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any],
-                       trial: Mapping[str, Any], out_path: str | Path, config_hash: str) -> dict[str, Any]:
-    """Smooth activations (Savitzky-Golay), run QC and write the trial NetCDF in the spec."""
+                       trial: Mapping[str, Any], out_path: str | Path, config_hash: str,
+                       render_status: str | Path | None = None) -> dict[str, Any]:
+    """Smooth activations (Savitzky-Golay), run QC and write the trial NetCDF in the spec.
+
+    `render_status`: the trial's render record; when it is ok, cameras, frame times, 2D
+    projections and the MP4 paths join the trial file (a failed render leaves the labels intact
+    and is noted in the `video` attribute)."""
     import xarray as xr
 
     from biohuman.dynamics.filters import savgol_smooth
@@ -396,6 +401,19 @@ def step_trial_dataset(*, upstream: Mapping, log: logging.Logger, config: Mappin
         "savgol_window_s": float(sm["window_s"]),
         "savgol_polyorder": int(sm["polyorder"]),
     }
+    out_path = Path(out_path)
+    if render_status is not None:
+        from biohuman.io.dataset import read_status
+
+        rs = read_status(render_status)
+        if rs["status"] in ("ok", "flagged"):
+            ds = attach_video(ds, rs, out_path)
+            ds.attrs["video"] = "rendered"
+        else:
+            ds.attrs["video"] = f"none: render {rs['status']}: {rs.get('message', '')}"[:300]
+            log.warning("no video for this trial: %s", ds.attrs["video"])
+    else:
+        ds.attrs["video"] = "none: rendering disabled"
     save_trial(ds, out_path)
     status = "ok" if report.summary == "pass" else "flagged"
     msg = "" if status == "ok" else "QC flagged: " + ", ".join(report.failed)
@@ -432,3 +450,82 @@ def write_subject_sheet(path: str | Path, subject: str, mass_kg: float, height_m
     atomic_write_text(path, yaml.safe_dump({"subject_id": subject, "mass_kg": float(mass_kg),
                                             "height_m": float(height_m), "source": source}, sort_keys=False))
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------------
+# Video
+# ------------------------------------------------------------------------------------------
+
+
+def anny_cache_dir(config: Mapping[str, Any]) -> Path:
+    """Where the Anny body-model cache lives: config, else $ANNY_CACHE_DIR, else {results}/cache/anny."""
+    import os
+
+    explicit = config.get("render", {}).get("anny_cache_dir")
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("ANNY_CACHE_DIR"):
+        return Path(os.environ["ANNY_CACHE_DIR"])
+    return Path(config["results"]) / "cache" / "anny"
+
+
+def render_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The biohuman.render settings of a workflow config (without the workflow's own keys)."""
+    cfg = {k: v for k, v in config.get("render", {}).items() if k != "enabled"}
+    cfg["anny_cache_dir"] = str(anny_cache_dir(config))
+    return cfg
+
+
+def trial_seed(config: Mapping[str, Any], subject: str, trial: str) -> int:
+    """A per-trial seed derived from the master seed (same config -> same cameras and scenes)."""
+    import zlib
+
+    return int(zlib.crc32(f"{config['seed']}/{subject}/{trial}".encode()))
+
+
+def step_render(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any], trial: Mapping[str, Any],
+                out_dir: str | Path) -> dict[str, Any]:
+    """Render the trial's (filtered IK) motion on the subject's body from the configured cameras."""
+    from biohuman.render import render_trial
+
+    model = _scaled_model(upstream)
+    scale = json.loads(Path(upstream["scale"]["outputs"]["summary"]).read_text())
+    coords = read_coordinates(upstream["ik"]["outputs"]["filtered_mot"], model)
+    res = render_trial(model, coords, out_dir, config=render_settings(config),
+                       seed=trial_seed(config, trial["subject"], trial["trial"]), trial_id=trial["trial"],
+                       height_m=float(scale["height_m"]), mass_kg=float(scale["mass_kg"]))
+    log.info("rendered %d frames x %d cameras in %.1f s (%s)", res.n_frames, len(res.videos), res.seconds,
+             res.gl_renderer)
+    return {"outputs": {"labels": res.labels, **{f"video_{k}": v for k, v in res.videos.items()}},
+            "extra": {"frames": res.n_frames, "fps": res.fps, "seconds": res.seconds,
+                      "silhouette_hit_rate": res.silhouette_hit_rate, "gl_renderer": res.gl_renderer}}
+
+
+# render variables that go into the trial NetCDF (the bulky part masks stay in the render file);
+# the render file's joint/marker dims are renamed so they do not clash with the label dims
+VIDEO_VARIABLES = ("video_time", "camera_intrinsics", "camera_extrinsics", "joint_projection", "joint_depth",
+                   "joint_visibility", "marker_projection", "marker_depth", "marker_visibility")
+VIDEO_DIM_RENAMES = {"joint": "projected_joint", "marker": "projected_marker"}
+
+
+def attach_video(ds, render_status: Mapping[str, Any], nc_path: Path):  # noqa: ANN001, ANN201 - xarray
+    """Add cameras, frame times and 2D projections of a render to a trial Dataset, with the MP4
+    files and the render file (masks) referenced by paths relative to the trial file."""
+    import os
+
+    import xarray as xr
+
+    out = render_status["outputs"]
+    with xr.open_dataset(out["labels"]) as r:
+        r = r.load()
+    keep = [v for v in VIDEO_VARIABLES if v in r]
+    sub = r[keep].rename({k: v for k, v in VIDEO_DIM_RENAMES.items() if k in r.dims})
+    sub = sub.drop_vars([c for c in sub.coords if c not in sub.dims and c not in ("camera",)], errors="ignore")
+    ds = xr.merge([ds, sub], combine_attrs="override")
+    rel = lambda p: os.path.relpath(Path(p).resolve(), nc_path.parent.resolve())  # noqa: E731
+    cams = [str(c) for c in r["camera"].values]
+    ds["video_file"] = ("camera", [rel(out[f"video_{c}"]) for c in cams],
+                        {"long_name": "MP4 of each camera, relative to this file", "units": "1"})
+    ds.attrs["render_file"] = rel(out["labels"])
+    ds.attrs["video_fps"] = float(r.attrs.get("fps", render_status.get("extra", {}).get("fps", 0.0)))
+    return ds

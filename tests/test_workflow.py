@@ -17,11 +17,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 LABEL_RULES = {"scale", "ik", "ground_forces", "inverse_dynamics", "activations", "trial_dataset", "manifest",
-               "external_subject"}
+               "external_subject", "render", "anny_cache"}
 
 
 def snakemake(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # share the Anny cache the render tests use (built once there) instead of rebuilding it
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "ANNY_CACHE_DIR": os.environ.get("ANNY_CACHE_DIR", str(ROOT / ".cache" / "anny"))}
     return subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -125,6 +127,12 @@ def test_end_to_end_with_a_corrupt_trial_and_reproducible(tmp_path):
     act = a["activation"].to_numpy()
     assert np.all(np.isfinite(act)) and act.min() >= 0 and act.max() <= 1
     assert np.all(np.isfinite(a["joint_moment"].to_numpy()))
+    # the trial carries its synchronized video: frame i at t0 + i / fps, cameras and projections
+    frames, times, _ = bio.open_video(results / "dataset" / "syn01" / "run.nc", 0)  # run 2, in place
+    fps = a.attrs["video_fps"]
+    assert len(frames) == len(times) and frames.shape[1:] == (256, 256, 3)
+    np.testing.assert_allclose(times, float(a.time[0]) + np.arange(len(times)) / fps, atol=1e-6)
+    assert a["joint_projection"].dims == ("camera", "frame", "projected_joint", "uv")
     # same config, same code -> identical values (only the creation time may differ)
     for var in a.data_vars:
         np.testing.assert_array_equal(a[var].to_numpy(), b[var].to_numpy(), err_msg=var)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         manifest_record,
         open_dataset,
         open_trial,
+        open_video,
         read_manifest,
         read_status,
         save_trial,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from biohuman.io.trc import MarkerData, read_trc, write_trc
 
 _WHERE: dict[str, str] = {
-    **dict.fromkeys(["Collection", "manifest_record", "open_dataset", "open_trial", "read_manifest", "read_status",
+    **dict.fromkeys(["Collection", "manifest_record", "open_dataset", "open_trial", "open_video", "read_manifest", "read_status",
                      "save_trial", "write_manifest", "write_status"], "dataset"),
     **dict.fromkeys(["REQUIRED_ATTRS", "SPEC_VERSION", "VARIABLES", "attrs_for", "encoding_for", "validate"], "spec"),
     **dict.fromkeys(["Storage", "read_storage", "write_storage"], "storage"),

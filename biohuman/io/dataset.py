@@ -345,3 +345,35 @@ def open_dataset(
         if allowed is not None:
             keep &= df[col].isin(allowed).to_numpy()
     return Collection(df[keep], manifest_path.parent, validate=validate)
+
+
+# ------------------------------------------------------------------------------------------------
+# Video
+# ------------------------------------------------------------------------------------------------
+
+
+def open_video(trial_path: str | Path, camera: str | int = 0) -> tuple[np.ndarray, np.ndarray, xr.Dataset]:
+    """Frames of one camera of a trial with its labels: (frames (F, H, W, 3) uint8, label time of
+    each frame (F,) s, the trial Dataset). `camera` is a camera name or an index.
+
+    The MP4 paths are stored in the trial's `video_file(camera)` variable, relative to the trial
+    file. Raises InputFormatError when the trial has no video or the file is missing.
+    """
+    from biohuman.render.video import read_video
+
+    trial_path = Path(trial_path)
+    ds = open_trial(trial_path)
+    if "video_file" not in ds:
+        raise InputFormatError(f"trial has no video ({ds.attrs.get('video', 'not rendered')})", trial_path)
+    cams = [str(c) for c in ds["camera"].values]
+    name = cams[camera] if isinstance(camera, int) else str(camera)
+    if name not in cams:
+        raise InputFormatError(f"no camera {name!r}; cameras: {', '.join(cams)}", trial_path)
+    video = trial_path.parent / str(ds["video_file"].sel(camera=name).item())
+    if not video.is_file():
+        raise InputFormatError("video file referenced by the trial is missing", video)
+    frames, _ = read_video(video)
+    times = ds["video_time"].to_numpy()
+    if len(frames) != len(times):
+        raise InputFormatError(f"video has {len(frames)} frames, the trial lists {len(times)}", video)
+    return frames, times, ds

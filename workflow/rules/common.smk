@@ -11,3 +11,10 @@ def subject_sheet(wc):
 
 def static_trc(wc):
     return PLAN.static_trc(wc.subject)
+
+
+def render_input(wc):
+    """The trial's render record when rendering is enabled (else nothing)."""
+    if not config["render"]["enabled"]:
+        return []
+    return f"{R}/render/{wc.subject}/{wc.trial}.status.json"

@@ -12,4 +12,5 @@ run_step("trial_dataset", status, sm.log[0], step_trial_dataset,
          upstream={"scale": sm.input.scale, "ik": sm.input.ik, "grf": sm.input.grf, "id": sm.input.id,
                    "activations": sm.input.activations},
          config=sm.params.config, trial=sm.params.trial, out_path=status.parent / f"{sm.wildcards.trial}.nc",
-         config_hash=config_hash(sm.params.config))
+         config_hash=config_hash(sm.params.config),
+         render_status=sm.input.render if sm.input.render else None)
