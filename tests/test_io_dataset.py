@@ -390,3 +390,16 @@ def test_to_long_aligns_by_frame(tmp_path: Path) -> None:
         np.testing.assert_array_equal(long["time"].isel(trial=i).values[: lengths[i]], ds["time"].values)
     qc = coll.to_long("qc_value")
     assert qc.dims == ("trial", "check")
+
+
+def test_manifest_paths_relative_to_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow passes trial paths relative to its working directory; the manifest stores them
+    relative to itself, and open_dataset finds the trials again."""
+    root = tmp_path / "results" / "dataset"
+    ds = synthetic_trial(n=20, seed=0, trial_id="T1", subject_id="S1", motion_type="walk")
+    bio.save_trial(ds, root / "S1" / "T1.nc")
+    monkeypatch.chdir(tmp_path)
+    bio.write_manifest([bio.manifest_record(ds, Path("results/dataset/S1/T1.nc"))], Path("results/dataset/manifest.csv"))
+    assert bio.read_manifest(root / "manifest.csv").loc[0, "path"] == "S1/T1.nc"
+    col = bio.open_dataset(root / "manifest.csv")
+    assert [tid for tid, _ in col] == ["T1"]

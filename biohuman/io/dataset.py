@@ -129,8 +129,8 @@ def write_manifest(records: Iterable[Mapping[str, Any]], path: str | Path) -> Pa
         if row["status"] not in TRIAL_STATUSES:
             problems.append(f"record {i} ({tid}): status {row['status']!r} not in {TRIAL_STATUSES}")
         p = str(row["path"])
-        if p and Path(p).is_absolute():
-            row["path"] = os.path.relpath(p, root)
+        if p:  # a real path (absolute or relative to the working directory) -> manifest-relative
+            row["path"] = os.path.relpath(Path(p).resolve(), root)
         row["path"] = str(row["path"]).replace(os.sep, "/")
         rows.append(row)
     if problems:
