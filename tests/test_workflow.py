@@ -121,6 +121,7 @@ def test_end_to_end_with_a_corrupt_trial_and_reproducible(tmp_path):
     assert "broken.trc" in by_id["lab01/broken"].message and "non-numeric" in by_id["lab01/broken"].message
     assert by_id["syn01/run"].status in ("ok", "flagged")
 
+    assert [tid for tid, _ in bio.open_dataset(results / "dataset" / "manifest.csv")] == ["syn01/run"]
     a = bio.open_trial(runs[0] / "syn01" / "run.nc")
     b = bio.open_trial(runs[1] / "syn01" / "run.nc")
     assert a.sizes["muscle"] == 80

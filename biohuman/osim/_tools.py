@@ -21,6 +21,11 @@ import pandas as pd
 
 from biohuman.errors import InputFormatError, SolverError
 from biohuman.io.atomic import atomic_path, atomic_write_text
+from biohuman.io.storage import read_storage as _io_read_storage
+from biohuman.io.storage import write_storage as _io_write_storage
+from biohuman.io.trc import MarkerData
+from biohuman.io.trc import read_trc as _io_read_trc
+from biohuman.io.trc import write_trc as _io_write_trc
 from biohuman.osim.model import opensim
 
 # ---------------------------------------------------------------------------------------------
@@ -155,67 +160,24 @@ def write_setup_xml(path: Path, root: ET.Element) -> Path:
 # TRC
 
 
-@dataclass(frozen=True)
-class MarkerTrial:
-    """Marker trajectories from a TRC file, in metres."""
-
-    time: np.ndarray  # (T,) s
-    names: tuple[str, ...]  # (M,)
-    xyz: np.ndarray  # (T, M, 3) m, NaN where missing
-    rate: float  # Hz
+MarkerTrial = MarkerData
+"""Marker trajectories (time (T,) s, names, xyz (T, M, 3) m, rate Hz): biohuman.io's MarkerData."""
 
 
-_UNIT_TO_M = {"m": 1.0, "mm": 1e-3, "cm": 1e-2, "dm": 1e-1}
-
-
-def read_trc(path: str | Path) -> MarkerTrial:
-    """Read a TRC file with OpenSim's TRCFileAdapter; positions converted to metres."""
-    osim = opensim()
-    path = Path(path)
-    if not path.is_file():
-        raise InputFormatError("TRC file does not exist", path)
-    try:
-        table = osim.TimeSeriesTableVec3(str(path))
-    except Exception as exc:  # noqa: BLE001 - OpenSim raises RuntimeError subclasses
-        raise InputFormatError(f"OpenSim could not read the TRC file: {exc}", path) from exc
-    units = table.getTableMetaDataAsString("Units").strip() if table.hasTableMetaDataKey("Units") else "m"
-    if units not in _UNIT_TO_M:
-        raise InputFormatError(f"unknown TRC Units {units!r} (expected one of {sorted(_UNIT_TO_M)})", path)
-    flat = table.flatten()
-    data = flat.getMatrix().to_numpy().reshape(flat.getNumRows(), -1, 3) * _UNIT_TO_M[units]
-    time = np.asarray(table.getIndependentColumn(), dtype=float)
-    names = tuple(str(n) for n in table.getColumnLabels())
-    rate = float(table.getTableMetaDataAsString("DataRate")) if table.hasTableMetaDataKey("DataRate") else (
-        1.0 / float(np.median(np.diff(time))) if len(time) > 1 else 0.0)
-    return MarkerTrial(time=time, names=names, xyz=data, rate=rate)
+def read_trc(path: str | Path) -> MarkerData:
+    """Read a TRC file with biohuman.io (positions in metres); gaps are left as NaN for the
+    OpenSim tools, which skip missing markers frame by frame."""
+    return _io_read_trc(path, max_gap_s=None)
 
 
 def write_trc(path: str | Path, names: Sequence[str], time: np.ndarray, xyz: np.ndarray,
               units: str = "m") -> Path:
-    """Write marker trajectories (T, M, 3) in `units` as an OpenSim TRC file (atomic).
-
-    NaN coordinates are written as empty fields (OpenSim reads them as missing markers).
-    """
-    path = Path(path)
+    """Write marker trajectories (T, M, 3) given in `units` as an OpenSim TRC file (atomic)."""
     time = np.asarray(time, dtype=float)
-    xyz = np.asarray(xyz, dtype=float)
-    if xyz.shape != (len(time), len(names), 3):
-        raise ValueError(f"xyz must have shape (T, M, 3) = {(len(time), len(names), 3)}, got {xyz.shape}")
     rate = 1.0 / float(np.median(np.diff(time))) if len(time) > 1 else 100.0
-    n, m = len(time), len(names)
-    lines = [
-        f"PathFileType\t4\t(X/Y/Z)\t{path.name}",
-        "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames",
-        f"{rate:.6g}\t{rate:.6g}\t{n}\t{m}\t{units}\t{rate:.6g}\t1\t{n}",
-        "Frame#\tTime\t" + "\t".join(f"{name}\t\t" for name in names),
-        "\t\t" + "\t".join(f"X{i + 1}\tY{i + 1}\tZ{i + 1}" for i in range(m)),
-        "",
-    ]
-    for i in range(n):
-        vals = ["" if not np.isfinite(v) else f"{v:.8f}" for v in xyz[i].ravel()]
-        lines.append(f"{i + 1}\t{time[i]:.8f}\t" + "\t".join(vals))
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    metres = np.asarray(xyz, dtype=float) * {"m": 1.0, "cm": 1e-2, "mm": 1e-3}[units]
+    _io_write_trc(path, MarkerData(time=time, names=list(names), xyz=metres, rate=rate), units=units)
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,58 +185,17 @@ def write_trc(path: str | Path, names: Sequence[str], time: np.ndarray, xyz: np.
 
 
 def read_storage(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Read an OpenSim .mot/.sto (version 1 or 2 header) into a DataFrame indexed by time.
-
-    Returns (table, header) where header holds the `key=value` lines (e.g. inDegrees). Values
-    are returned exactly as stored (no unit conversion).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFormatError("storage file does not exist", path)
-    header: dict[str, str] = {}
-    with path.open() as fh:
-        n_header = 0
-        for line in fh:
-            n_header += 1
-            s = line.strip()
-            if s.lower() == "endheader":
-                break
-            if "=" in s:
-                k, v = s.split("=", 1)
-                header[k.strip()] = v.strip()
-        else:
-            raise InputFormatError("no 'endheader' line: not an OpenSim storage file", path)
-    try:
-        df = pd.read_csv(path, sep=r"\s+", skiprows=n_header, engine="c")
-    except Exception as exc:  # noqa: BLE001
-        raise InputFormatError(f"could not parse the data block: {exc}", path) from exc
-    if df.empty or df.columns[0] != "time":
-        raise InputFormatError("the data block must start with a 'time' column and hold rows", path)
-    df = df.set_index("time")
-    df.index = df.index.astype(float)
-    df = df.astype(float)
-    return df, header
+    """Read an OpenSim .mot/.sto with biohuman.io: (table indexed by time, header key=values).
+    Values are returned as stored (no unit conversion)."""
+    st = _io_read_storage(path)
+    return st.table, st.header
 
 
 def write_storage(path: str | Path, df: pd.DataFrame, *, name: str | None = None,
                   in_degrees: bool = False) -> Path:
-    """Write a time-indexed DataFrame as an OpenSim version-1 storage file (atomic)."""
-    path = Path(path)
-    header = [
-        name or path.stem,
-        "version=1",
-        f"nRows={len(df)}",
-        f"nColumns={df.shape[1] + 1}",
-        f"inDegrees={'yes' if in_degrees else 'no'}",
-        "endheader",
-        "time\t" + "\t".join(str(c) for c in df.columns),
-    ]
-    body = [
-        f"{t:.8f}\t" + "\t".join(f"{v:.10g}" for v in row)
-        for t, row in zip(df.index.to_numpy(dtype=float), df.to_numpy(dtype=float))
-    ]
-    atomic_write_text(path, "\n".join(header + body) + "\n")
-    return path
+    """Write a time-indexed DataFrame as an OpenSim storage file with biohuman.io (atomic)."""
+    _io_write_storage(path, df, in_degrees=in_degrees, name=name or Path(path).stem)
+    return Path(path)
 
 
 def coordinate_kinds(model) -> dict[str, str]:  # noqa: ANN001
