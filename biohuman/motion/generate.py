@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from biohuman.io.atomic import atomic_write_text
 from biohuman.motion.library import build_plan
@@ -46,6 +45,7 @@ def generate_subject(config: Mapping[str, Any], subject_id: str, *, static_trc: 
     subject sheet (mass and height: what a lab measures, the only subject data labelling reads).
     """
     from biohuman.osim.scale import read_scale_set, scale_model_manual
+    from biohuman.pipeline import write_subject_sheet
 
     spec = subject_spec(config, subject_id)
     syn = config["synthetic"]
@@ -62,8 +62,7 @@ def generate_subject(config: Mapping[str, Any], subject_id: str, *, static_trc: 
     xyz = marker_trajectories(true_model, pose, names, offsets)
     xyz, _ = add_noise_and_dropout(xyz, rate, rng, noise_sd_m=syn["noise_sd_m"])
     _write_markers(static_trc, pose.index.to_numpy(), names, xyz, rate)
-    atomic_write_text(sheet, yaml.safe_dump({"subject_id": subject_id, "mass_kg": spec.mass_kg,
-                                             "height_m": spec.height_m, "source": "synthetic"}, sort_keys=False))
+    write_subject_sheet(sheet, subject_id, spec.mass_kg, spec.height_m, source="synthetic")
     record = {
         **spec.to_dict(),
         "body_scale_factors": {k: list(map(float, np.atleast_1d(v))) for k, v in applied.items()},
