@@ -1,0 +1,189 @@
+"""Benchmark: OpenSim Static Optimization vs biohuman's batched SO on the same frames, one run.
+
+Trials: OpenSim's example3DWalking (Rajagopal walking, `subject_walk_scaled.osim` +
+`coordinates.sto` + `grf_walk.xml` from the external reference data) and every workflow trial
+under --results (results/scale/{subject}/model.osim, results/ik/{subject}/{trial}_filtered.mot,
+results/grf/{subject}/{trial}_grf.mot + _external_loads.xml). Per trial, OpenSim SO solves
+--frames rows starting at --start (trial start if omitted; lowpass off, auto reserves); the
+batched solver solves the same rows from the same prepared coordinates file OpenSim read, with
+nimble inverse dynamics (OpenSim SO's target accelerations: qdd_method="speed_spline").
+
+Timing, both on one thread (torch.set_num_threads(1); OpenSim is single-threaded): OpenSim =
+wall time of the whole AnalyzeTool run (its set-up included) / frames; batched = muscle
+surrogate evaluation + force capacity + solve / frames, second (warm) call (nimble ID over all
+coordinate rows and the one-off surrogate fit are reported separately).
+Accuracy: activation RMSE and max |error| over all muscles and frames,
+per-muscle Pearson r over muscles whose OpenSim activation varies (std > 0.005).
+
+The last line printed is exactly: speedup=<x> rmse=<y> r_median=<z> r_min=<w>
+(pooled over trials: speedup = OpenSim frames/s / batched frames/s on all solved frames).
+
+Usage: python benchmarks/bench_activations.py [--results results] [--frames 60] [--external DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EXAMPLE = Path("opensim-core/OpenSim/Examples/Moco/example3DWalking")
+
+
+def absolute_external_loads(xml: Path, out_xml: Path) -> Path:
+    """Copy an ExternalLoads XML with its datafile made absolute (resolved against the XML)."""
+    from biohuman.osim.cmc import absolute_external_loads as _abs
+
+    return _abs(xml, out_xml)
+
+
+def trials(external: Path | None, results: Path | None, work: Path, include_example: bool,
+           example_start: float) -> list[dict]:
+    """Trial descriptions: name, model, coordinates file, external loads XML, start time."""
+    out = []
+    if include_example and external is not None and (external / EXAMPLE).is_dir():
+        d = external / EXAMPLE
+        model = work / "example3DWalking" / "subject_walk_scaled.osim"  # copy: the surrogate cache lands beside it
+        model.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(d / "subject_walk_scaled.osim", model)
+        xml = absolute_external_loads(d / "grf_walk.xml", model.parent / "grf_walk.xml")
+        out.append({"name": "example3DWalking", "model": model, "coordinates": d / "coordinates.sto",
+                    "external_loads": xml, "start": example_start})
+    elif include_example:
+        print(f"example3DWalking skipped: {external / EXAMPLE if external else 'no external data folder'} not found")
+    if results is not None:
+        for mot in sorted((results / "ik").glob("*/*_filtered.mot")):
+            subject, trial = mot.parent.name, mot.name[: -len("_filtered.mot")]
+            model = results / "scale" / subject / "model.osim"
+            xml = results / "grf" / subject / f"{trial}_external_loads.xml"
+            if not model.is_file() or not xml.is_file():
+                print(f"{subject}/{trial} skipped: model or external loads missing")
+                continue
+            out.append({"name": f"{subject}/{trial}", "model": model, "coordinates": mot,
+                        "external_loads": absolute_external_loads(xml, work / subject / f"{trial}_external_loads.xml"),
+                        "start": None})
+    return out
+
+
+def run_trial(tr: dict, frames: int, work: Path) -> dict:
+    """OpenSim SO and batched SO on the same frames of one trial; returns arrays and timings."""
+    import torch
+
+    from biohuman.dynamics.batched_so import batched_so_trial
+    from biohuman.dynamics.grf import load_measured_grf
+    from biohuman.dynamics.muscles import coordinate_ranges, fit_muscle_surrogate
+    from biohuman.osim._tools import load_osim, read_coordinates
+    from biohuman.osim.model import opensim
+    from biohuman.osim.so import run_static_optimization
+
+    osim = opensim()
+    model = load_osim(tr["model"])
+    q_full = read_coordinates(tr["coordinates"], model)
+    times = q_full.index.to_numpy()
+    start = float(times[0]) if tr["start"] is None else float(tr["start"])
+    k0 = int(np.searchsorted(times, start - 1e-9))
+    k1 = min(len(times) - 1, k0 + frames - 1)
+    t0, t1 = float(times[k0]), float(times[k1])
+    out_dir = work / tr["name"].replace("/", "_")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    tic = time.perf_counter()
+    ref = run_static_optimization(tr["model"], tr["coordinates"], out_dir, external_loads_xml=tr["external_loads"],
+                                  lowpass_hz=None, time_range=(t0, t1), name="so")
+    t_osim = time.perf_counter() - tic
+
+    # the batched solver reads the very coordinates OpenSim SO read (betas recomputed, trimmed)
+    q = read_coordinates(ref.coordinates_mot, model)
+    ext = osim.ExternalLoads(str(tr["external_loads"]), True)
+    grf = load_measured_grf(Path(ext.getDataFileName()), tr["external_loads"], contact_threshold_n=-np.inf)
+    free = [c for c in q.columns if not c.endswith("_beta")]
+    tic = time.perf_counter()
+    sur = fit_muscle_surrogate(tr["model"], coordinate_ranges(q_full[[c for c in q_full.columns if c in free]]))
+    t_fit = time.perf_counter() - tic
+    torch.set_num_threads(1)
+    kw = {"time_range": (t0, t1), "qdd_method": "speed_spline", "surrogate": sur}
+    batched_so_trial(tr["model"], q, grf, **kw)  # warm-up (first torch calls, model caches)
+    res = batched_so_trial(tr["model"], q, grf, **kw)
+    a = res.activation.to_numpy()
+    b = ref.activation[list(res.activation.columns)].reindex(res.activation.index, method="nearest",
+                                                              tolerance=1e-6).to_numpy()
+    return {"name": tr["name"], "frames": len(a), "t_osim": t_osim, "t_batched": res.timing_s["total"],
+            "t_id": res.timing_s["inverse_dynamics"], "id_rows": len(q), "t_fit": t_fit,
+            "fit_cached": sur.metadata["cache"]["hit"],
+            "fit_total": sur.metadata["timing_s"]["total"], "a": a, "b": b, "muscles": list(res.activation.columns),
+            "max_violation": float(np.max(res.constraint_violation)), "iterations": res.iterations,
+            "osim_failed": int(np.sum(ref.failed)), "surrogate_mm": sur.metadata["summary_mm"]}
+
+
+def correlations(a: np.ndarray, b: np.ndarray, min_std: float = 0.005) -> np.ndarray:
+    """Pearson r per muscle (columns) where the reference b varies (std > min_std)."""
+    keep = np.flatnonzero(b.std(axis=0) > min_std)
+    return np.array([np.corrcoef(a[:, i], b[:, i])[0, 1] for i in keep])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_ext = Path(os.environ.get("BIOHUMAN_EXTERNAL", ROOT / ".." / "shared" / "data" / "external"))
+    ap.add_argument("--external", type=Path, default=default_ext, help="external reference data folder")
+    ap.add_argument("--results", type=Path, default=None, help="workflow results folder to add trials from")
+    ap.add_argument("--frames", type=int, default=60, help="frames per trial solved by both (OpenSim SO is slow)")
+    ap.add_argument("--start", type=float, default=0.6, help="start time (s) of the example3DWalking window")
+    ap.add_argument("--no-example", action="store_true", help="skip OpenSim's example3DWalking trial")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep outputs here (default: temporary)")
+    args = ap.parse_args(argv)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_activations_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(args, work)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
+    """Run every trial and print the report (see the module docstring)."""
+    todo = trials(args.external.resolve() if args.external else None, args.results, work, not args.no_example,
+                  args.start)
+    if not todo:
+        print("no trials found")
+        return 1
+    rows = []
+    for tr in todo:
+        r = run_trial(tr, args.frames, work)
+        rows.append(r)
+        d = r["a"] - r["b"]
+        rs = correlations(r["a"], r["b"])
+        fps_o, fps_b = r["frames"] / r["t_osim"], r["frames"] / r["t_batched"]
+        print(f"{r['name']}: {r['frames']} frames | OpenSim SO {fps_o:.2f} frames/s ({1000 / fps_o:.1f} ms/frame) | "
+              f"batched {fps_b:.0f} frames/s ({1000 / fps_b:.3f} ms/frame) | ratio {fps_b / fps_o:.0f}x | "
+              f"nimble ID {1000 * r['t_id'] / r['id_rows']:.3f} ms/row ({r['id_rows']} rows) | surrogate fit "
+              f"{r['fit_total']:.1f} s{' (cached)' if r['fit_cached'] else ''}")
+        print(f"  activation RMSE {np.sqrt(np.mean(d ** 2)):.5f}, max |err| {np.abs(d).max():.4f}, "
+              f"Pearson r median {np.median(rs):.4f} min {rs.min():.4f} over {len(rs)} varying muscles; "
+              f"batched max violation {r['max_violation']:.2e} N m, {r['iterations']} Newton iterations; "
+              f"OpenSim failed frames {r['osim_failed']}; surrogate held-out moment-arm RMSE median "
+              f"{r['surrogate_mm']['moment_arm_rmse_median']:.3f} mm, "
+              f"max {r['surrogate_mm']['moment_arm_rmse_max']:.3f} mm")
+        worst = np.argsort(-np.abs(d).max(axis=0))[:3]
+        print("  largest differences: " + ", ".join(f"{r['muscles'][i]} {np.abs(d[:, i]).max():.4f}" for i in worst))
+    a = np.concatenate([r["a"] for r in rows])
+    b = np.concatenate([r["b"] for r in rows])
+    rs = np.concatenate([correlations(r["a"], r["b"]) for r in rows])
+    frames = sum(r["frames"] for r in rows)
+    speedup = (frames / sum(r["t_batched"] for r in rows)) / (frames / sum(r["t_osim"] for r in rows))
+    rmse = float(np.sqrt(np.mean((a - b) ** 2)))
+    print(f"speedup={speedup:.0f} rmse={rmse:.5f} r_median={np.median(rs):.4f} r_min={rs.min():.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

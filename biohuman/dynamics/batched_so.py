@@ -1,0 +1,730 @@
+"""Batched static optimization in torch: all frames of a trial (or many trials) in one solve.
+
+Problem per frame (what OpenSim's StaticOptimization solves, as a moment balance):
+
+    minimise   sum_i |x_i|^p                       (p = activation_exponent, default 2)
+    subject to sum_m r_mc F_m x_m + sum_r e_rc F_r x_r = tau_c   for every constrained coordinate c
+               lo_i <= x_i <= hi_i                 (min_control / max_control of each actuator)
+
+x_m: muscle activation, F_m its force capacity with a rigid tendon (below), r_mc its moment arm;
+x_r: control of a coordinate actuator (the model's own CoordinateActuators plus reserves /
+residuals) with optimal force F_r; tau_c: the inverse-dynamics generalized force. Constrained
+coordinates are the unlocked, independent ones (OpenSim constrains their accelerations); the
+generalized force of a coupled coordinate (knee_angle_*_beta) is added to its independent one
+through the coupler slope, as the constrained forward dynamics of OpenSim's SO does.
+
+Force capacity (Millard2012EquilibriumMuscle, rigid tendon, passive fibre force excluded, as in
+OpenSim's `calcInextensibleTendonActiveFiberForce` with activation 1):
+    l_f = sqrt(h^2 + (L - l_ts)^2), h = l_opt sin(alpha_opt); phi = asin(h / l_f);
+    v_f = dL/dt cos(phi); F = F_iso f_AL(l_f / l_opt) f_V(v_f / (l_opt v_max)) cos(phi_eff)
+    (zero below the muscle's minimum fibre length). `pennation`:
+    * "opensim": phi_eff = asin(h / (l_f / l_opt)): OpenSim 4.x feeds the *normalised* fibre
+      length to the pennation model in calcActiveFiberForceAlongTendon, so cos(phi_eff) ~ 1
+      (pennation effectively ignored). Reproduces OpenSim SO.
+    * "physical": phi_eff = phi, the physically consistent force along the tendon.
+f_AL and f_V are OpenSim's own curve objects of each muscle, tabulated (4001 points, values and
+slopes) and interpolated by cubic Hermite splines.
+
+Solver: the dual of the (strictly convex, box-constrained) problem is smooth enough for a
+semismooth Newton method on the multipliers lambda (one per constrained coordinate):
+x(lambda) = clip(argmin |x|^p - (A^T lambda) x, lo, hi), Newton on A x(lambda) = tau with an
+Armijo line search on the dual function, batched over frames with torch (float64). With
+unbounded reserves on every constrained coordinate the Newton matrix A D A^T is positive
+definite and 6-10 iterations reach 1e-9 N m.
+
+Moment arms and lengths come from `biohuman.dynamics.muscles.MuscleSurrogate`; `moment_arms`
+"opensim" (computeMomentArm, what OpenSim SO applies) or "dLdq" (-dL/dq). The muscle
+lengthening speed entering f_V is -(moment arms) . qdot with the same definition (OpenSim's path
+speed follows computeMomentArm; see the surrogate's docstring). Both choices and all settings
+are returned in `BatchedSOResult.settings` for provenance.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from biohuman.dynamics.kinematics import coordinate_name
+from biohuman.dynamics.muscles import MuscleSurrogate, coordinate_ranges, fit_muscle_surrogate
+from biohuman.dynamics.nimble_id import coordinate_derivatives
+from biohuman.errors import ConfigError, InputFormatError, SolverError
+from biohuman.osim.model import load_model, opensim
+
+PENNATION_MODES = ("opensim", "physical")
+MOMENT_ARM_MODES = ("opensim", "dLdq")
+_CURVE_POINTS = 4001
+
+
+# --------------------------------------------------------------------------------------------
+# muscle parameters and curves
+
+
+@dataclass
+class CurveTable:
+    """A 1-D curve sampled on a uniform grid (values and slopes) for cubic Hermite evaluation;
+    constant extrapolation of the end values (Millard's curves are flat beyond their ends)."""
+
+    x0: float
+    dx: float
+    y: np.ndarray  # (n,)
+    dy: np.ndarray  # (n,)
+
+    def __call__(self, x):  # noqa: ANN001, ANN204 - torch tensor in and out
+        import torch
+
+        n = self.y.shape[0]
+        y = torch.as_tensor(self.y, dtype=x.dtype, device=x.device)
+        dy = torch.as_tensor(self.dy, dtype=x.dtype, device=x.device)
+        u = (x - self.x0) / self.dx
+        u = torch.clamp(u, 0.0, n - 1.0)
+        i = torch.clamp(torch.floor(u).long(), 0, n - 2)
+        t = u - i
+        t2, t3 = t * t, t * t * t
+        h00 = 2 * t3 - 3 * t2 + 1
+        h10 = t3 - 2 * t2 + t
+        h01 = -2 * t3 + 3 * t2
+        h11 = t3 - t2
+        return h00 * y[i] + h10 * self.dx * dy[i] + h01 * y[i + 1] + h11 * self.dx * dy[i + 1]
+
+
+def _tabulate(curve, lo: float, hi: float) -> CurveTable:  # noqa: ANN001 - OpenSim curve object
+    xs = np.linspace(lo, hi, _CURVE_POINTS)
+    y = np.array([curve.calcValue(float(v)) for v in xs])
+    dy = np.array([curve.calcDerivative(float(v), 1) for v in xs])
+    return CurveTable(x0=lo, dx=(hi - lo) / (_CURVE_POINTS - 1), y=y, dy=dy)
+
+
+@dataclass
+class MuscleParameters:
+    """Millard2012EquilibriumMuscle parameters of a model's muscles (arrays (M,), SI units).
+
+    fiso N; l_opt, l_ts, height (pennation parallelogram height), min_fiber_length m;
+    alpha_opt, max_pennation rad; v_max optimal lengths per s; min_control, max_control;
+    fal / fv: per muscle index into `curves` (identical curves share a table).
+    """
+
+    names: tuple[str, ...]
+    fiso: np.ndarray
+    l_opt: np.ndarray
+    l_ts: np.ndarray
+    alpha_opt: np.ndarray
+    v_max: np.ndarray
+    height: np.ndarray
+    max_pennation: np.ndarray
+    min_fiber_length: np.ndarray
+    min_control: np.ndarray
+    max_control: np.ndarray
+    fal: np.ndarray
+    fv: np.ndarray
+    curves: list[CurveTable] = field(default_factory=list)
+
+
+def muscle_parameters(model_osim: str | Path, muscles: Sequence[str] | None = None) -> MuscleParameters:
+    """Read Millard2012EquilibriumMuscle parameters and tabulate their curves.
+
+    Other muscle classes raise ConfigError (their curves and SO capacity differ)."""
+    osim = opensim()
+    model = load_model(model_osim)
+    ms = model.getMuscles()
+    names = list(muscles) if muscles is not None else [ms.get(i).getName() for i in range(ms.getSize())]
+    cols: dict[str, list] = {k: [] for k in ("fiso", "l_opt", "l_ts", "alpha_opt", "v_max", "height", "max_pennation",
+                                             "min_fiber_length", "min_control", "max_control", "fal", "fv")}
+    curves: list[CurveTable] = []
+    signature: dict[tuple, int] = {}
+
+    def table(curve, lo: float, hi: float) -> int:  # noqa: ANN001
+        probe = np.linspace(lo, hi, 97)
+        key = (lo, hi) + tuple(np.round([curve.calcValue(float(v)) for v in probe], 12))
+        if key not in signature:
+            signature[key] = len(curves)
+            curves.append(_tabulate(curve, lo, hi))
+        return signature[key]
+
+    for n in names:
+        mu = osim.Millard2012EquilibriumMuscle.safeDownCast(ms.get(n))
+        if mu is None:
+            raise ConfigError(f"muscle {n} is a {ms.get(n).getConcreteClassName()}; batched SO supports "
+                              "Millard2012EquilibriumMuscle only", model_osim)
+        pm = mu.getPennationModel()
+        cols["fiso"].append(mu.getMaxIsometricForce())
+        cols["l_opt"].append(mu.getOptimalFiberLength())
+        cols["l_ts"].append(mu.getTendonSlackLength())
+        cols["alpha_opt"].append(mu.getPennationAngleAtOptimalFiberLength())
+        cols["v_max"].append(mu.getMaxContractionVelocity())
+        cols["height"].append(pm.getParallelogramHeight())
+        cols["max_pennation"].append(mu.get_maximum_pennation_angle())
+        cols["min_fiber_length"].append(mu.getMinimumFiberLength())
+        cols["min_control"].append(mu.getMinControl())
+        cols["max_control"].append(mu.getMaxControl())
+        cols["fal"].append(table(mu.get_ActiveForceLengthCurve(), 0.0, 3.0))
+        cols["fv"].append(table(mu.get_ForceVelocityCurve(), -1.5, 1.5))
+    arr = {k: np.asarray(v, dtype=float if k not in ("fal", "fv") else int) for k, v in cols.items()}
+    return MuscleParameters(names=tuple(names), curves=curves, **arr)
+
+
+def force_capacity(params: MuscleParameters, length, speed, pennation: str = "opensim"):  # noqa: ANN001, ANN201
+    """Rigid-tendon active force capacity at activation 1 (N), torch (T, M) from muscle-tendon
+    length (T, M) m and lengthening speed (T, M) m/s; see the module docstring."""
+    import torch
+
+    if pennation not in PENNATION_MODES:
+        raise ConfigError(f"pennation must be one of {PENNATION_MODES}, got {pennation!r}")
+    kw = {"dtype": length.dtype, "device": length.device}
+    t = {k: torch.as_tensor(getattr(params, k), **kw) for k in
+         ("fiso", "l_opt", "l_ts", "v_max", "height", "max_pennation", "min_fiber_length")}
+    h = t["height"]
+    lf = torch.sqrt(h * h + (length - t["l_ts"]) ** 2)
+    ratio = torch.clamp(h / lf, max=1.0)
+    phi = torch.where(lf > h, torch.asin(ratio), t["max_pennation"].expand_as(lf))
+    phi = torch.minimum(phi, t["max_pennation"])
+    vf = speed * torch.cos(phi)
+    lfn = lf / t["l_opt"]
+    vfn = vf / (t["l_opt"] * t["v_max"])
+    fal = torch.empty_like(lfn)
+    fv = torch.empty_like(vfn)
+    for k, curve in enumerate(params.curves):
+        sel = np.flatnonzero(params.fal == k)
+        if sel.size:
+            fal[:, sel] = curve(lfn[:, sel])
+        sel = np.flatnonzero(params.fv == k)
+        if sel.size:
+            fv[:, sel] = curve(vfn[:, sel])
+    if pennation == "opensim":
+        ratio_n = torch.clamp(h / lfn, max=1.0)
+        phi_eff = torch.where(lfn > h, torch.asin(ratio_n), t["max_pennation"].expand_as(lfn))
+        phi_eff = torch.minimum(phi_eff, t["max_pennation"])
+    else:
+        phi_eff = phi
+    cap = t["fiso"] * fal * fv * torch.cos(phi_eff)
+    return torch.where(lf > t["min_fiber_length"], cap, torch.zeros_like(cap))
+
+
+# --------------------------------------------------------------------------------------------
+# actuators
+
+
+@dataclass(frozen=True)
+class CoordinateActuatorSpec:
+    """A coordinate actuator SO may use: generalized force = control x optimal_force."""
+
+    name: str
+    coordinate: str
+    optimal_force: float
+    min_control: float
+    max_control: float
+    reserve: bool  # added by biohuman (True) or part of the model (False)
+
+
+def actuator_specs(model, reserves: Mapping[str, float] | str | None = "auto", *,  # noqa: ANN001
+                   reserve_max_control: float = math.inf) -> list[CoordinateActuatorSpec]:
+    """The model's enabled CoordinateActuators plus reserves ('auto': see
+    `biohuman.osim.so.auto_reserves`; a mapping coordinate -> optimal force; None: none)."""
+    osim = opensim()
+    from biohuman.osim.so import RESERVE_PREFIX, auto_reserves
+
+    specs = []
+    fs = model.getForceSet()
+    for i in range(fs.getSize()):
+        ca = osim.CoordinateActuator.safeDownCast(fs.get(i))
+        if ca is not None and ca.get_appliesForce():
+            specs.append(CoordinateActuatorSpec(ca.getName(), ca.get_coordinate(), float(ca.getOptimalForce()),
+                                                float(ca.getMinControl()), float(ca.getMaxControl()), False))
+    if reserves == "auto":
+        res = auto_reserves(model)
+    elif reserves is None:
+        res = {}
+    elif isinstance(reserves, Mapping):
+        res = {str(c): float(f) for c, f in reserves.items()}
+    else:
+        raise ConfigError(f"reserves must be 'auto', a mapping or None, got {reserves!r}")
+    cs = model.getCoordinateSet()
+    for c, f in res.items():
+        if not cs.contains(c):
+            raise ConfigError(f"reserve names a coordinate the model lacks: {c}")
+        if not (f > 0 and math.isfinite(f)):
+            raise ConfigError(f"reserve optimal force must be positive and finite: {c}={f}")
+        specs.append(CoordinateActuatorSpec(f"{RESERVE_PREFIX}{c}", c, f, -reserve_max_control,
+                                            reserve_max_control, True))
+    return specs
+
+
+# --------------------------------------------------------------------------------------------
+# solver
+
+
+@dataclass
+class SolveInfo:
+    """Diagnostics of `solve_static_optimization`: iterations (int), converged (T,) bool,
+    residual (T,) max |A x - tau| (same units as tau)."""
+
+    iterations: int
+    converged: np.ndarray
+    residual: np.ndarray
+
+
+def _primal(s, lo, hi, p: float):  # noqa: ANN001, ANN202
+    """x(s) = clip(argmin_x |x|^p - s x, lo, hi) and dx/ds (0 where clipped)."""
+    import torch
+
+    if p == 2.0:
+        x = 0.5 * s
+        dx = torch.full_like(s, 0.5)
+    else:
+        a = torch.abs(s) / p
+        x = torch.sign(s) * a ** (1.0 / (p - 1.0))
+        dx = (1.0 / (p * (p - 1.0))) * torch.clamp(a, min=1e-12) ** ((2.0 - p) / (p - 1.0))
+    inside = (x > lo) & (x < hi)
+    return torch.clamp(x, lo, hi), torch.where(inside, dx, torch.zeros_like(dx))
+
+
+@dataclass
+class SOProblem:
+    """A batch of SO problems in the sparse layout the solver uses (torch tensors).
+
+    a_mus (T, Cm, M): muscle generalized force per unit activation (moment arm x capacity) on
+    the Cm constrained coordinates that muscles span, `rows` (Cm,) their indices among all C
+    constrained coordinates; act_coord (R,) index of each coordinate actuator's coordinate,
+    act_force (R,) its optimal force; tau (T, C) required generalized forces; lo / hi (M + R,)
+    bounds of [muscle activations, actuator controls].
+    """
+
+    a_mus: object
+    rows: object
+    act_coord: object
+    act_force: object
+    tau: object
+    lo: object
+    hi: object
+
+    def transposed_product(self, lam):  # noqa: ANN001, ANN201
+        """A^T lambda, (T, M + R)."""
+        import torch
+
+        sm = torch.bmm(self.a_mus_t, lam[:, self.rows].unsqueeze(-1)).squeeze(-1)
+        return torch.cat([sm, lam[:, self.act_coord] * self.act_force], dim=1)
+
+    def product(self, x):  # noqa: ANN001, ANN201
+        """A x, (T, C)."""
+        m = self.a_mus.shape[2]
+        out = torch_zeros_like(self.tau)
+        out[:, self.rows] = torch_bmv(self.a_mus, x[:, :m])
+        return out.index_add(1, self.act_coord, x[:, m:] * self.act_force)
+
+    def newton_step(self, dx, g):  # noqa: ANN001, ANN201
+        """Solve (A diag(dx) A^T) step = -g, (T, C). The matrix is block diagonal: a dense
+        (Cm x Cm) block on the muscle-spanned coordinates (Cholesky, least squares where that
+        fails) and a diagonal of actuator terms elsewhere (zero step where no actuator is free).
+        """
+        import torch
+
+        m = self.a_mus.shape[2]
+        diag = torch.zeros_like(self.tau).index_add(1, self.act_coord, dx[:, m:] * self.act_force**2)
+        step = torch.where(diag > 0, -g / torch.where(diag > 0, diag, torch.ones_like(diag)), torch.zeros_like(g))
+        if self.rows.numel():
+            jm = (self.a_mus * dx[:, None, :m]) @ self.a_mus_t + torch.diag_embed(diag[:, self.rows])
+            scale = jm.diagonal(dim1=1, dim2=2).abs().amax(-1).clamp(min=1e-30)
+            jm = jm + 1e-12 * scale[:, None, None] * torch.eye(len(self.rows), dtype=jm.dtype, device=jm.device)
+            rhs = g[:, self.rows].unsqueeze(-1)
+            chol, info = torch.linalg.cholesky_ex(jm)
+            sm = -torch.cholesky_solve(rhs, chol).squeeze(-1)
+            bad = info != 0
+            if bool(bad.any()):
+                sm[bad] = -torch.linalg.lstsq(jm[bad], rhs[bad]).solution.squeeze(-1)
+            step[:, self.rows] = sm
+        return step
+
+    def __post_init__(self) -> None:
+        self.a_mus_t = self.a_mus.transpose(1, 2).contiguous()
+
+
+def torch_zeros_like(t):  # noqa: ANN001, ANN201
+    import torch
+
+    return torch.zeros_like(t)
+
+
+def torch_bmv(m, v):  # noqa: ANN001, ANN201
+    """Batched matrix-vector product (T, r, c) @ (T, c) -> (T, r)."""
+    import torch
+
+    return torch.bmm(m, v.unsqueeze(-1)).squeeze(-1)
+
+
+def solve_static_optimization(problem: SOProblem, *, p: float = 2.0, max_iterations: int = 50,  # noqa: ANN201
+                              tolerance: float = 1e-9):
+    """Batched box-constrained minimum-sum-|x|^p solve of A x = tau (semismooth Newton on the
+    dual, Armijo line search; see the module docstring).
+
+    Returns (x (T, M + R), SolveInfo). Frames whose residual stays above `tolerance` x
+    (1 + max |tau|) after `max_iterations` are reported as not converged (e.g. an infeasible,
+    too weak model without reserves).
+    """
+    import torch
+
+    if p <= 1.0:
+        raise ConfigError(f"activation_exponent must be > 1, got {p}")
+    pr = problem
+    tau = pr.tau
+    t_n, c_n = tau.shape
+    lo, hi = pr.lo.expand(t_n, -1), pr.hi.expand(t_n, -1)
+    # start from the bound-free minimum-norm solution (all x free, p = 2): A (A^T lam / 2) = tau.
+    # Starting from lam = 0 instead leaves every muscle at its lower bound, where the Newton
+    # matrix only sees the weak reserves and the first steps overshoot (measured: frames stalled).
+    lam = pr.newton_step(torch.full((t_n, lo.shape[1]), 0.5, dtype=tau.dtype, device=tau.device), -tau)
+    scale = 1.0 + tau.abs().amax(-1)
+
+    def evaluate(lam_):  # noqa: ANN001, ANN202
+        x_, dx_ = _primal(pr.transposed_product(lam_), lo, hi, p)
+        g_ = pr.product(x_) - tau
+        psi_ = (x_.abs() ** p).sum(-1) - (lam_ * g_).sum(-1)  # dual function (concave)
+        return x_, dx_, g_, psi_
+
+    x, dx, g, psi = evaluate(lam)
+    it = 0
+    for it in range(1, max_iterations + 1):
+        res = g.abs().amax(-1)
+        todo = res > tolerance * scale
+        if not bool(todo.any()):
+            it -= 1
+            break
+        step = pr.newton_step(dx, g)
+        step = torch.where(todo[:, None], step, torch.zeros_like(step))
+        slope = -(g * step).sum(-1)  # directional derivative of psi (>= 0)
+        t_step = torch.ones(t_n, dtype=tau.dtype, device=tau.device)
+        pending = todo.clone()
+        for _ in range(40):
+            new = lam + t_step[:, None] * step
+            x1, dx1, g1, psi1 = evaluate(new)
+            ok = psi1 >= psi + 1e-4 * t_step * slope - 1e-13 * psi.abs()
+            accept = pending & ok
+            lam = torch.where(accept[:, None], new, lam)
+            x = torch.where(accept[:, None], x1, x)
+            dx = torch.where(accept[:, None], dx1, dx)
+            g = torch.where(accept[:, None], g1, g)
+            psi = torch.where(accept, psi1, psi)
+            pending = pending & ~ok
+            if not bool(pending.any()):
+                break
+            t_step = torch.where(pending, 0.5 * t_step, t_step)
+    res = g.abs().amax(-1)
+    conv = res <= tolerance * scale
+    return x, SolveInfo(iterations=it, converged=conv.cpu().numpy(), residual=res.cpu().numpy())
+
+
+# --------------------------------------------------------------------------------------------
+# problem assembly
+
+
+@dataclass
+class BatchedSOResult:
+    """Result of `batched_static_optimization`.
+
+    activation (T x muscles); muscle_force (T x muscles) N (= activation x capacity, active
+    force along the tendon; no passive force, as OpenSim SO); capacity (T x muscles) N;
+    actuator_controls (T x coordinate actuators, model's and reserves); reserve_actuation
+    (T x coordinates with an added reserve) generalized force N m / N; constraint_violation
+    (T,) N m (N for translations): max |muscle + actuator - ID| over constrained coordinates;
+    converged (T,); extrapolated (T,) True where the pose leaves the surrogate's sampled box;
+    iterations; timing_s: "geometry" (surrogate + capacity), "solve", "total"
+    (seconds, excluding the surrogate fit); settings: provenance (moment-arm and pennation
+    definitions, exponent, reserves, surrogate metadata summary, device).
+    """
+
+    activation: pd.DataFrame
+    muscle_force: pd.DataFrame
+    capacity: pd.DataFrame
+    actuator_controls: pd.DataFrame
+    reserve_actuation: pd.DataFrame
+    constraint_violation: np.ndarray
+    converged: np.ndarray
+    iterations: int
+    timing_s: dict
+    settings: dict
+    extrapolated: np.ndarray | None = None
+
+    def write(self, out_dir: str | Path, name: str) -> dict[str, Path]:
+        """Write `<name>_activation.sto`, `<name>_force.sto` (muscles + reserve generalized
+        forces) and `<name>_so_violation.csv` (constraint_violation, converged, extrapolated per
+        frame) into out_dir (atomic); returns the paths."""
+        from biohuman.io.atomic import atomic_path
+        from biohuman.io.storage import write_storage
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {"activation_sto": out_dir / f"{name}_activation.sto", "force_sto": out_dir / f"{name}_force.sto",
+                 "violation": out_dir / f"{name}_so_violation.csv"}
+        write_storage(paths["activation_sto"], self.activation, in_degrees=False, name=f"{name}_batched_so_activation")
+        forces = pd.concat([self.muscle_force, self.reserve_actuation.add_prefix("reserve_")], axis=1)
+        write_storage(paths["force_sto"], forces, in_degrees=False, name=f"{name}_batched_so_force")
+        viol = pd.DataFrame({"constraint_violation": self.constraint_violation, "converged": self.converged},
+                            index=self.activation.index)
+        if self.extrapolated is not None:
+            viol["extrapolated"] = self.extrapolated
+        with atomic_path(paths["violation"]) as tmp:
+            viol.to_csv(tmp, index_label="time")
+        return paths
+
+
+def constrained_coordinates(model) -> tuple[list[str], dict[str, tuple[str, object]]]:  # noqa: ANN001
+    """(unlocked independent coordinates in model order, {coupled: (independent, function)})."""
+    from biohuman.dynamics.muscles import _independent_free
+
+    return _independent_free(model)
+
+
+def required_generalized_forces(model, joint_moments: pd.DataFrame, coordinates: pd.DataFrame,  # noqa: ANN001
+                                constrained: Sequence[str], couplers: Mapping[str, tuple[str, object]]) -> np.ndarray:
+    """(T, C) generalized forces the actuators must supply: ID moments of the constrained
+    coordinates plus coupled-coordinate moments times their coupler slope."""
+    osim = opensim()
+    cols = {coordinate_name(str(c)) or str(c): c for c in joint_moments.columns}
+    for suffix in ("_moment", "_force"):  # OpenSim ID labels
+        cols.update({str(c)[: -len(suffix)]: c for c in joint_moments.columns if str(c).endswith(suffix)})
+    missing = [c for c in constrained if c not in cols]
+    if missing:
+        raise InputFormatError(f"joint moments lack constrained coordinates {missing}")
+    tau = np.column_stack([joint_moments[cols[c]].to_numpy(dtype=float) for c in constrained])
+    qcols = {coordinate_name(str(c)): c for c in coordinates.columns}
+    x = osim.Vector(1, 0.0)
+    d1 = osim.StdVectorInt([0])
+    for dep, (ind, fn) in couplers.items():
+        if dep not in cols or ind not in constrained:
+            continue
+        if ind in qcols:
+            th = coordinates[qcols[ind]].to_numpy(dtype=float)
+        else:  # absent from the frame: held at its default, as the inverse dynamics did
+            th = np.full(len(coordinates), model.getCoordinateSet().get(ind).getDefaultValue())
+        slope = np.empty(len(th))
+        for k, v in enumerate(th):
+            x.set(0, float(v))
+            slope[k] = fn.calcDerivative(d1, x)
+        tau[:, constrained.index(ind)] += slope * joint_moments[cols[dep]].to_numpy(dtype=float)
+    return tau
+
+
+def _align(coordinates: pd.DataFrame, times: np.ndarray) -> np.ndarray:
+    """Row indices of `coordinates` at `times` (within 1e-6 s); InputFormatError otherwise."""
+    t = coordinates.index.to_numpy(dtype=float)
+    k = np.searchsorted(t, times)
+    k = np.clip(k, 1, len(t) - 1)
+    k = np.where(np.abs(t[k - 1] - times) <= np.abs(t[k] - times), k - 1, k)
+    if np.any(np.abs(t[k] - times) > 1e-6):
+        raise InputFormatError("joint-moment times must be rows of the coordinates frame")
+    return k
+
+
+def batched_static_optimization(
+    model_osim: str | Path,
+    coordinates: pd.DataFrame,
+    joint_moments: pd.DataFrame,
+    *,
+    surrogate: MuscleSurrogate | None = None,
+    speeds: pd.DataFrame | None = None,
+    **options,  # noqa: ANN003 - see batched_static_optimization_trials
+) -> BatchedSOResult:
+    """Static optimization of all frames of one trial at once (see the module docstring).
+
+    model_osim: scaled .osim (Millard2012EquilibriumMuscle muscles). coordinates: DataFrame,
+    index time (s), coordinate columns (names or state paths) in rad / m, covering the
+    joint-moment times (velocities come from natural quintic splines of these coordinates, as
+    OpenSim's tools do, unless `speeds` (same layout, rad/s, m/s) is given). joint_moments:
+    inverse dynamics (T x coordinates, N m / N; biohuman or OpenSim labels), muscles excluded;
+    its rows are the frames solved. surrogate: fitted MuscleSurrogate (default: fitted and
+    cached beside the model over this trial's coordinate ranges; see
+    `biohuman.dynamics.muscles.fit_muscle_surrogate`). Other options (reserves,
+    reserve_max_control, activation_exponent, pennation, moment_arms, device, max_iterations,
+    tolerance): see `batched_static_optimization_trials`.
+    """
+    if surrogate is None:
+        surrogate = fit_muscle_surrogate(model_osim, coordinate_ranges(coordinates),
+                                         moment_arms=options.get("moment_arms", "opensim"))
+    return batched_static_optimization_trials(model_osim, [(coordinates, joint_moments, speeds)],
+                                              surrogate=surrogate, **options)[0]
+
+
+def batched_static_optimization_trials(
+    model_osim: str | Path,
+    trials: Sequence[tuple[pd.DataFrame, pd.DataFrame] | tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]],
+    *,
+    surrogate: MuscleSurrogate,
+    reserves: Mapping[str, float] | str | None = "auto",
+    reserve_max_control: float = math.inf,
+    activation_exponent: float = 2.0,
+    pennation: str = "opensim",
+    moment_arms: str = "opensim",
+    device: str = "cpu",
+    max_iterations: int = 50,
+    tolerance: float = 1e-9,
+) -> list[BatchedSOResult]:
+    """Static optimization of the frames of several trials of one scaled model in one solve.
+
+    trials: (coordinates, joint_moments[, speeds]) per trial, as for
+    `batched_static_optimization`. surrogate: the model's MuscleSurrogate, fitted over all the
+    trials' coordinate ranges. reserves: 'auto' (pelvis residuals 100, other free rotational
+    coordinates without a model actuator 1; see `biohuman.osim.so.auto_reserves`) | mapping
+    coordinate -> optimal force | None, controls bounded by +-reserve_max_control.
+    activation_exponent: p > 1. pennation: "opensim" | "physical". moment_arms: "opensim" (needs
+    a surrogate fitted with moment_arms="opensim") | "dLdq". device: torch device ("cpu",
+    "cuda"); float64 throughout. Returns one BatchedSOResult per trial (timing_s and iterations
+    are those of the joint solve). Raises ConfigError for bad settings, InputFormatError for
+    misaligned inputs and SolverError when no frame converges.
+    """
+    import torch
+
+    t_start = time.perf_counter()
+    if pennation not in PENNATION_MODES:
+        raise ConfigError(f"pennation must be one of {PENNATION_MODES}, got {pennation!r}")
+    if moment_arms not in MOMENT_ARM_MODES:
+        raise ConfigError(f"moment_arms must be one of {MOMENT_ARM_MODES}, got {moment_arms!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    if moment_arms == "opensim" and surrogate.moment_arms != "opensim":
+        raise ConfigError("moment_arms='opensim' needs a surrogate fitted with moment_arms='opensim'")
+    if not trials:
+        raise ConfigError("no trials given")
+    model_osim = Path(model_osim)
+    model = load_model(model_osim)
+    params = muscle_parameters(model_osim, surrogate.muscles)
+    constrained, couplers = constrained_coordinates(model)
+    specs = actuator_specs(model, reserves, reserve_max_control=reserve_max_control)
+    ignored = [s.name for s in specs if s.coordinate not in constrained]
+    specs = [s for s in specs if s.coordinate in constrained]
+
+    per_trial = []
+    for trial in trials:
+        coordinates, joint_moments = trial[0], trial[1]
+        speeds = trial[2] if len(trial) > 2 else None
+        times = joint_moments.index.to_numpy(dtype=float)
+        rows = _align(coordinates, times)
+        q_all = surrogate.coordinate_matrix(coordinates)
+        if speeds is not None:
+            qd = surrogate.coordinate_matrix(speeds.iloc[_align(speeds, times)])
+        else:
+            qd_all, _ = coordinate_derivatives(coordinates.index.to_numpy(dtype=float), q_all, "spline")
+            qd = qd_all[rows]
+        tau = required_generalized_forces(model, joint_moments, coordinates.iloc[rows], constrained, couplers)
+        per_trial.append({"times": times, "q": q_all[rows], "qd": qd, "tau": tau,
+                          "outside": surrogate.outside_box(q_all[rows]).any(axis=1)})
+    sizes = [len(t["times"]) for t in per_trial]
+
+    t_geo = time.perf_counter()
+    kw = {"dtype": torch.float64, "device": torch.device(device)}
+    qt = torch.as_tensor(np.concatenate([t["q"] for t in per_trial]), **kw)
+    qdt = torch.as_tensor(np.concatenate([t["qd"] for t in per_trial]), **kw)
+    geo = surrogate.evaluate(qt)
+    arms = geo["moment_arm"] if moment_arms == "opensim" else -geo["dldq"]  # (T, M, K)
+    speed = -(arms * qdt[:, None, :]).sum(-1)  # path lengthening speed consistent with the arms
+    cap = force_capacity(params, geo["length"], speed, pennation)  # (T, M)
+    spanned = [ci for ci, c in enumerate(constrained) if c in surrogate.coordinates]
+    k_index = [surrogate.coordinates.index(constrained[ci]) for ci in spanned]
+    a_mus = (arms[:, :, k_index] * cap[:, :, None]).transpose(1, 2).contiguous()  # (T, Cm, M)
+    problem = SOProblem(
+        a_mus=a_mus,
+        rows=torch.as_tensor(spanned, dtype=torch.long, device=kw["device"]),
+        act_coord=torch.as_tensor([constrained.index(s.coordinate) for s in specs], dtype=torch.long,
+                                  device=kw["device"]),
+        act_force=torch.as_tensor([s.optimal_force for s in specs], **kw),
+        tau=torch.as_tensor(np.concatenate([t["tau"] for t in per_trial]), **kw),
+        lo=torch.as_tensor(np.concatenate([params.min_control, [s.min_control for s in specs]]), **kw),
+        hi=torch.as_tensor(np.concatenate([params.max_control, [s.max_control for s in specs]]), **kw),
+    )
+    m_n = cap.shape[1]
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t_solve = time.perf_counter()
+    x, info = solve_static_optimization(problem, p=float(activation_exponent), max_iterations=max_iterations,
+                                        tolerance=tolerance)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t_end = time.perf_counter()
+    if not info.converged.any():
+        raise SolverError(f"batched static optimization converged at no frame (max residual "
+                          f"{float(np.max(info.residual)):.3g}); the model is too weak or lacks reserves", model_osim)
+    x_all = x.cpu().numpy()
+    cap_all = cap.cpu().numpy()
+    muscles = list(surrogate.muscles)
+    settings = {
+        "solver": "batched_so", "activation_exponent": float(activation_exponent), "pennation": pennation,
+        "moment_arms": moment_arms,
+        "moment_arm_definition": surrogate.metadata.get("moment_arm_definition_doc", moment_arms)
+        if moment_arms == "opensim" else "-dL/dq of the length surrogate",
+        "reserves": {s.coordinate: s.optimal_force for s in specs if s.reserve},
+        "model_actuators": [s.name for s in specs if not s.reserve], "reserve_max_control": reserve_max_control,
+        "ignored_actuators_on_unconstrained_coordinates": ignored,
+        "constrained_coordinates": list(constrained), "device": device, "dtype": "float64",
+        "tolerance": tolerance, "passive_fiber_force": "excluded (as OpenSim SO)", "tendon": "rigid",
+        "surrogate": {k: surrogate.metadata.get(k) for k in ("model_sha256", "moment_arm_definition", "summary_mm")},
+        "trials_in_solve": len(trials), "frames_in_solve": int(sum(sizes)),
+    }
+    timing = {"setup": t_geo - t_start, "geometry": t_solve - t_geo, "solve": t_end - t_solve, "total": t_end - t_geo}
+    results, start = [], 0
+    for tr, n in zip(per_trial, sizes):
+        sl = slice(start, start + n)
+        start += n
+        xs, caps = x_all[sl], cap_all[sl]
+        index = pd.Index(tr["times"], name="time")
+        results.append(BatchedSOResult(
+            activation=pd.DataFrame(xs[:, :m_n], index=index, columns=muscles),
+            muscle_force=pd.DataFrame(xs[:, :m_n] * caps, index=index, columns=muscles),
+            capacity=pd.DataFrame(caps, index=index, columns=muscles),
+            actuator_controls=pd.DataFrame(xs[:, m_n:], index=index, columns=[s.name for s in specs]),
+            reserve_actuation=pd.DataFrame({s.coordinate: xs[:, m_n + j] * s.optimal_force
+                                            for j, s in enumerate(specs) if s.reserve}, index=index),
+            constraint_violation=info.residual[sl],
+            converged=info.converged[sl],
+            iterations=info.iterations,
+            extrapolated=tr["outside"],
+            timing_s=dict(timing),
+            settings=settings | {"frames_outside_surrogate_box": int(tr["outside"].sum())},
+        ))
+    return results
+
+
+def batched_so_trial(
+    model_osim: str | Path,
+    coordinates: pd.DataFrame,
+    grf,  # noqa: ANN001 - biohuman.dynamics.grf.GroundForces | None
+    *,
+    time_range: Sequence[float] | None = None,
+    qdd_method: str = "spline",
+    surrogate: MuscleSurrogate | None = None,
+    **so_options,  # noqa: ANN003 - forwarded to batched_static_optimization
+) -> BatchedSOResult:
+    """Nimble inverse dynamics + batched static optimization of one trial.
+
+    coordinates: the whole (filtered) trial, rad / m; grf: its ground forces (None: no external
+    loads); time_range: (s, s) frames to solve (default all; ID and velocities use every row).
+    qdd_method: see `biohuman.dynamics.nimble_id.coordinate_derivatives` ("speed_spline"
+    reproduces OpenSim SO's target accelerations). The result's timing_s gains "inverse_dynamics"
+    and its settings "qdd_method".
+    """
+    from biohuman.dynamics.nimble_id import inverse_dynamics
+
+    t0 = time.perf_counter()
+    tau = inverse_dynamics(model_osim, coordinates, grf, qdd_method=qdd_method)
+    t_id = time.perf_counter() - t0
+    if time_range is not None:
+        a, b = float(time_range[0]), float(time_range[1])
+        tau = tau.loc[(tau.index >= a - 1e-9) & (tau.index <= b + 1e-9)]
+        if tau.empty:
+            raise InputFormatError(f"no coordinate rows in time range {a}-{b} s")
+    res = batched_static_optimization(model_osim, coordinates, tau, surrogate=surrogate, **so_options)
+    res.timing_s["inverse_dynamics"] = t_id
+    res.settings["qdd_method"] = qdd_method
+    res.settings["inverse_dynamics"] = "nimblephysics (biohuman.dynamics.nimble_id), bias=opensim"
+    return res
+
+
+__all__ = [
+    "MOMENT_ARM_MODES", "PENNATION_MODES", "BatchedSOResult", "CoordinateActuatorSpec", "CurveTable",
+    "MuscleParameters", "SOProblem", "SolveInfo", "actuator_specs", "batched_so_trial", "batched_static_optimization",
+    "batched_static_optimization_trials",
+    "constrained_coordinates", "force_capacity", "muscle_parameters", "required_generalized_forces",
+    "solve_static_optimization",
+]

@@ -1,0 +1,126 @@
+"""Muscle-geometry surrogate: spanned coordinates, held-out accuracy against OpenSim on poses it
+was not fitted on, both moment-arm definitions, caching, extrapolation flags, torch = numpy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biohuman.dynamics.muscles import (
+    MuscleSurrogate,
+    coordinate_ranges,
+    fit_muscle_surrogate,
+    monomial_exponents,
+    opensim_muscle_geometry,
+)
+from biohuman.errors import ConfigError, InputFormatError
+from biohuman.osim.model import rajagopal_path
+
+MUSCLES = ["recfem_r", "gaslat_r", "soleus_r", "glmax1_r", "bfsh_r"]
+RANGES = {"hip_flexion_r": (-0.3, 0.9), "hip_adduction_r": (-0.25, 0.15), "hip_rotation_r": (-0.3, 0.3),
+          "knee_angle_r": (0.0, 1.3), "ankle_angle_r": (-0.4, 0.35)}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[MuscleSurrogate, Path]:
+    cache = tmp_path_factory.mktemp("surrogate_cache")
+    sur = fit_muscle_surrogate(rajagopal_path(), RANGES, muscles=MUSCLES, n_samples=700, cache_dir=cache)
+    return sur, cache
+
+
+def test_monomials() -> None:
+    e = monomial_exponents(2, 2)
+    assert {tuple(r) for r in e} == {(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2)}
+    assert len(monomial_exponents(4, 5)) == 126
+
+
+def test_spanned_coordinates(fitted: tuple[MuscleSurrogate, Path]) -> None:
+    spans = fitted[0].spans
+    assert set(spans["recfem_r"]) == {"hip_flexion_r", "hip_adduction_r", "hip_rotation_r", "knee_angle_r"}
+    assert set(spans["gaslat_r"]) == {"knee_angle_r", "ankle_angle_r"}
+    assert set(spans["bfsh_r"]) == {"knee_angle_r"}
+    assert "knee_angle_r_beta" not in fitted[0].coordinates  # coupled: folded into knee_angle_r
+
+
+def test_held_out_poses_match_opensim(fitted: tuple[MuscleSurrogate, Path]) -> None:
+    """Fresh random poses inside the box: lengths within 1 mm, computeMomentArm within 2 mm
+    (held-out RMSE reported in metadata below 1 mm)."""
+    sur, _ = fitted
+    rng = np.random.default_rng(11)
+    q = pd.DataFrame({c: rng.uniform(*RANGES[c], 40) for c in sur.coordinates})
+    ref = opensim_muscle_geometry(rajagopal_path(), q, sur.muscles, sur.spans)
+    out = sur.evaluate(sur.coordinate_matrix(q))
+    assert np.abs(out["length"] - ref["length"]).max() < 1e-3
+    for i, m in enumerate(sur.muscles):
+        cols = [sur.coordinates.index(c) for c in sur.fits[m].coordinates]
+        err = np.abs(out["moment_arm"][:, i, cols] - ref[f"moment_arm_{i}"])
+        assert err.max() < 2e-3, (m, err.max())
+    meta = sur.metadata
+    assert meta["moment_arm_definition"] == "opensim"
+    assert meta["summary_mm"]["moment_arm_rmse_max"] < 1.0
+    assert meta["timing_s"]["total"] < 120
+
+
+def test_dldq_definition_is_minus_length_gradient(tmp_path: Path) -> None:
+    sur = fit_muscle_surrogate(rajagopal_path(), RANGES, muscles=["bfsh_r", "gaslat_r"], moment_arms="dLdq",
+                               n_samples=300, cache_dir=tmp_path)
+    assert sur.metadata["moment_arm_definition"] == "dLdq"
+    q = np.tile(0.5 * (sur.lower + sur.upper), (3, 1))
+    h = 1e-6
+    for k in range(len(sur.coordinates)):
+        qp, qm = q.copy(), q.copy()
+        qp[:, k] += h
+        qm[:, k] -= h
+        fd = -(sur.evaluate(qp)["length"] - sur.evaluate(qm)["length"]) / (2 * h)
+        assert np.allclose(sur.evaluate(q)["moment_arm"][:, :, k], fd, atol=1e-7)
+
+
+def test_torch_matches_numpy_and_speed(fitted: tuple[MuscleSurrogate, Path]) -> None:
+    import torch
+
+    sur, _ = fitted
+    rng = np.random.default_rng(2)
+    q = rng.uniform(sur.lower, sur.upper, (25, len(sur.coordinates)))
+    qd = rng.normal(0, 2, q.shape)
+    a = sur.evaluate(q, qd)
+    b = sur.evaluate(torch.as_tensor(q), torch.as_tensor(qd))
+    for key in ("length", "moment_arm", "dldq", "speed"):
+        assert np.allclose(a[key], b[key].numpy(), atol=1e-12)
+    assert np.allclose(a["speed"], -np.einsum("tmk,tk->tm", a["moment_arm"], qd))
+
+
+def test_cache_and_roundtrip(fitted: tuple[MuscleSurrogate, Path], tmp_path: Path) -> None:
+    sur, cache = fitted
+    again = fit_muscle_surrogate(rajagopal_path(), RANGES, muscles=MUSCLES, n_samples=700, cache_dir=cache)
+    assert again.metadata["cache"]["hit"] is True
+    q = np.tile(sur.lower + 0.3 * (sur.upper - sur.lower), (2, 1))
+    assert np.allclose(again.evaluate(q)["moment_arm"], sur.evaluate(q)["moment_arm"])
+    path = sur.save(tmp_path / "s.npz")
+    loaded = MuscleSurrogate.load(path)
+    assert loaded.spans == sur.spans
+    assert np.allclose(loaded.evaluate(q)["length"], sur.evaluate(q)["length"])
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputFormatError):
+        MuscleSurrogate.load(tmp_path / "bad.npz")
+
+
+def test_extrapolation_flags(fitted: tuple[MuscleSurrogate, Path]) -> None:
+    sur, _ = fitted
+    q = pd.DataFrame({c: np.full(4, 0.5 * (lo + hi)) for c, lo, hi in zip(sur.coordinates, sur.lower, sur.upper)})
+    q.loc[2, "knee_angle_r"] = sur.upper[sur.coordinates.index("knee_angle_r")] + 0.1
+    flags = sur.outside_box(q)
+    assert flags["any"].tolist() == [False, False, True, False]
+    assert flags.loc[2, "knee_angle_r"] and not flags.loc[2, "hip_flexion_r"]
+
+
+def test_coordinate_ranges_and_bad_settings() -> None:
+    a = pd.DataFrame({"hip_flexion_r": [0.0, 0.5], "pelvis_tx": [0.0, 1.0]})
+    b = pd.DataFrame({"hip_flexion_r": [-0.2, 0.1]})
+    r = coordinate_ranges([a, b], margin_rad=0.1, margin_m=0.05)
+    assert r["hip_flexion_r"] == pytest.approx((-0.3, 0.6))
+    assert r["pelvis_tx"] == pytest.approx((-0.05, 1.05))
+    with pytest.raises(ConfigError, match="moment_arms"):
+        fit_muscle_surrogate(rajagopal_path(), RANGES, moment_arms="virtual_work")
