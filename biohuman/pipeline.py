@@ -219,17 +219,38 @@ def step_inverse_dynamics(*, upstream: Mapping, log: logging.Logger, config: Map
 
 def step_activations(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any],
                      trial: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Muscle activations with the configured solver (OpenSim Static Optimization)."""
-    from biohuman.osim.so import run_static_optimization
-
+    """Muscle activations with the configured solver: OpenSim Static Optimization
+    (`opensim_so`) or the batched torch solver with nimble inverse dynamics (`batched_so`)."""
     solver = config["activation_solver"]
-    if solver != "opensim_so":
-        raise ConfigError(f"activation_solver '{solver}' is not available")
     out_dir = Path(out_dir)
     name = trial["trial"]
+    model = _scaled_model(upstream)
+    if solver == "batched_so":
+        from biohuman.dynamics.batched_so import batched_so_trial
+        from biohuman.dynamics.grf import load_measured_grf
+
+        coords = read_coordinates(upstream["ik"]["outputs"]["filtered_mot"], model)
+        # the ground forces exactly as the OpenSim tools read them (no contact re-thresholding)
+        gf = load_measured_grf(upstream["grf"]["outputs"]["grf_mot"], upstream["grf"]["outputs"]["external_loads"],
+                               contact_threshold_n=-np.inf)
+        so = config["opensim_so"]
+        res = batched_so_trial(model, coords, gf, activation_exponent=so["activation_exponent"])
+        paths = res.write(out_dir, name)
+        res.reserve_actuation.to_csv(out_dir / f"{name}_reserves.csv", index_label="time")
+        n_bad = int((~np.asarray(res.converged)).sum())
+        if n_bad:
+            log.warning("%d frames did not converge (flagged in %s)", n_bad, paths["violation"])
+        return {"outputs": {**paths, "reserves": out_dir / f"{name}_reserves.csv"},
+                "extra": {"solver": solver, "frames": len(res.activation), "unconverged_frames": n_bad,
+                          "settings": {k: str(v) for k, v in res.settings.items()},
+                          "max_violation": float(np.nanmax(res.constraint_violation))}}
+    if solver != "opensim_so":
+        raise ConfigError(f"activation_solver '{solver}' is not available")
+    from biohuman.osim.so import run_static_optimization
+
     so = config["opensim_so"]
     res = run_static_optimization(
-        _scaled_model(upstream), upstream["ik"]["outputs"]["filtered_mot"], out_dir,
+        model, upstream["ik"]["outputs"]["filtered_mot"], out_dir,
         external_loads_xml=upstream["grf"]["outputs"]["external_loads"],
         setup_out=out_dir / f"{name}_so_setup.xml", activation_exponent=so["activation_exponent"],
         use_muscle_physiology=so["use_muscle_physiology"], lowpass_hz=None, name=name)
