@@ -368,8 +368,7 @@ def step_trial_dataset(*, upstream: Mapping, log: logging.Logger, config: Mappin
                                upstream["activations"]["outputs"]["activation_sto"])
     rate = 1.0 / float(np.median(np.diff(t)))
     sm = config["smoothing"]
-    lo = float(np.nanmin(raw))
-    smooth = np.clip(savgol_smooth(raw, rate, sm["window_s"], sm["polyorder"]), max(0.0, min(lo, 0.0)), 1.0)
+    smooth = np.clip(savgol_smooth(raw, rate, sm["window_s"], sm["polyorder"]), 0.0, 1.0)
     put("activation_raw", ("time", "muscle"), np.clip(raw, 0.0, 1.0))
     put("activation", ("time", "muscle"), smooth)
     res = pd.read_csv(upstream["activations"]["outputs"]["reserves"], index_col="time")

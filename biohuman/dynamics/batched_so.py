@@ -226,7 +226,7 @@ def actuator_specs(model, reserves: Mapping[str, float] | str | None = "auto", *
     """The model's enabled CoordinateActuators plus reserves ('auto': see
     `biohuman.osim.so.auto_reserves`; a mapping coordinate -> optimal force; None: none)."""
     osim = opensim()
-    from biohuman.osim.so import RESERVE_PREFIX, auto_reserves
+    from biohuman.osim.so import RESERVE_PREFIX, resolve_reserves
 
     specs = []
     fs = model.getForceSet()
@@ -235,14 +235,7 @@ def actuator_specs(model, reserves: Mapping[str, float] | str | None = "auto", *
         if ca is not None and ca.get_appliesForce():
             specs.append(CoordinateActuatorSpec(ca.getName(), ca.get_coordinate(), float(ca.getOptimalForce()),
                                                 float(ca.getMinControl()), float(ca.getMaxControl()), False))
-    if reserves == "auto":
-        res = auto_reserves(model)
-    elif reserves is None:
-        res = {}
-    elif isinstance(reserves, Mapping):
-        res = {str(c): float(f) for c, f in reserves.items()}
-    else:
-        raise ConfigError(f"reserves must be 'auto', a mapping or None, got {reserves!r}")
+    res = resolve_reserves(model, reserves)
     cs = model.getCoordinateSet()
     for c, f in res.items():
         if not cs.contains(c):

@@ -107,6 +107,19 @@ def auto_reserves(model, residual_optimal_force: float = 100.0,  # noqa: ANN001
     return out
 
 
+def resolve_reserves(model, reserves: Mapping[str, float] | str | None,  # noqa: ANN001
+                     residual_optimal_force: float = 100.0, reserve_optimal_force: float = 1.0) -> dict[str, float]:
+    """The `reserves` argument of the SO solvers as coordinate -> optimal force: "auto" (see
+    `auto_reserves`), a mapping, or None (no reserves). Anything else raises ConfigError."""
+    if reserves == "auto":
+        return auto_reserves(model, residual_optimal_force, reserve_optimal_force)
+    if reserves is None:
+        return {}
+    if isinstance(reserves, Mapping):
+        return {str(c): float(f) for c, f in reserves.items()}
+    raise ConfigError(f"reserves must be 'auto', a mapping or None, got {reserves!r}")
+
+
 def reserves_xml(reserves: Mapping[str, float], max_control: float = math.inf) -> ET.Element:
     """ForceSet element with one CoordinateActuator `reserve_<coordinate>` per entry."""
     fs = ET.Element("ForceSet", name="biohuman_reserves")
@@ -222,14 +235,7 @@ def run_static_optimization(model_osim: str | Path, coordinates_mot: str | Path,
     name = name or coordinates_mot.stem
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    if reserves == "auto":
-        res = auto_reserves(model, residual_optimal_force, reserve_optimal_force)
-    elif reserves is None:
-        res = {}
-    elif isinstance(reserves, Mapping):
-        res = {str(c): float(f) for c, f in reserves.items()}
-    else:
-        raise ConfigError(f"reserves must be 'auto', a mapping or None, got {reserves!r}")
+    res = resolve_reserves(model, reserves, residual_optimal_force, reserve_optimal_force)
     kinds = coordinate_kinds(model)
     unknown = [c for c in res if c not in kinds]
     if unknown:
