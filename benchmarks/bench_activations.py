@@ -15,10 +15,18 @@ coordinate rows and the one-off surrogate fit are reported separately).
 Accuracy: activation RMSE and max |error| over all muscles and frames,
 per-muscle Pearson r over muscles whose OpenSim activation varies (std > 0.005).
 
+End to end (--e2e, needs --results): the per-trial labelling pipeline of the workflow, in one
+process on one thread, on every trial of --results: per subject the one-off scaling and muscle
+surrogate fit; per trial IK (--ik-solver opensim | nimble), filtering, ground-force estimation,
+inverse dynamics and activations (the workflow's own step functions, files written as in the
+workflow), each timed; printed as labelled frames/s per core (steady state = per-trial steps only)
+and the share of each step.
+
 The last line printed is exactly: speedup=<x> rmse=<y> r_median=<z> r_min=<w>
 (pooled over trials: speedup = OpenSim frames/s / batched frames/s on all solved frames).
 
 Usage: python benchmarks/bench_activations.py [--results results] [--frames 60] [--external DIR]
+       [--e2e [--ik-solver nimble]]
 """
 
 from __future__ import annotations
@@ -130,6 +138,95 @@ def correlations(a: np.ndarray, b: np.ndarray, min_std: float = 0.005) -> np.nda
     return np.array([np.corrcoef(a[:, i], b[:, i])[0, 1] for i in keep])
 
 
+def end_to_end(results: Path, work: Path, ik_solver: str) -> dict:
+    """Time the workflow's per-trial steps in-process on every synthetic trial of `results`.
+
+    Inputs are the workflow's own inputs (results/synthetic/{subject}/static.trc, subject.yaml and
+    {trial}.trc); outputs go to `work`. Returns per-step seconds, frames and per-subject one-offs.
+    """
+    import logging
+
+    import torch
+    import yaml
+
+    from biohuman.config import validate_config
+    from biohuman.io.dataset import write_status
+    from biohuman.motion.library import MOTION_TYPE
+    from biohuman import pipeline as P
+
+    torch.set_num_threads(1)
+    config = validate_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    config["ik"]["solver"] = ik_solver
+    config["activation_solver"] = "batched_so"
+    log = logging.getLogger("bench_e2e")
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+
+    def rec(out: dict) -> dict:
+        return {"status": "ok", "outputs": {k: str(v) for k, v in out["outputs"].items()}, "extra": out.get("extra", {})}
+
+    steps = ("ik", "ground_forces", "inverse_dynamics", "activations")
+    per_step = {k: 0.0 for k in steps}
+    one_off = {"scale": 0.0, "muscle_surrogate": 0.0}
+    frames = 0
+    subjects = sorted(p.parent.name for p in (results / "synthetic").glob("*/static.trc"))
+    for subject in subjects:
+        src = results / "synthetic" / subject
+        out = work / "e2e" / subject
+        out.mkdir(parents=True, exist_ok=True)
+        tic = time.perf_counter()
+        scale = rec(P.step_scale(upstream={}, log=log, config=config, subject=subject, static_trc=src / "static.trc",
+                                 sheet=src / "subject.yaml", out_dir=out))
+        one_off["scale"] += time.perf_counter() - tic
+        iks, names = {}, sorted(p.stem for p in src.glob("*.trc") if p.stem != "static")
+        for name in names:
+            motion = name
+            trial = {"subject": subject, "trial": name, "motion_type": MOTION_TYPE.get(motion, "walk"),
+                     "source": "synthetic"}
+            tic = time.perf_counter()
+            iks[name] = rec(P.step_ik(upstream={"scale": scale}, log=log, config=config, trial=trial,
+                                      trc=src / f"{name}.trc", out_dir=out))
+            per_step["ik"] += time.perf_counter() - tic
+            frames += int(iks[name]["extra"]["frames"])
+        # the one-off surrogate fit needs every trial's range (as in the workflow)
+        for name in names:
+            write_status(out / f"{name}.ik.status.json", trial_id=f"{subject}/{name}", step="ik", status="ok",
+                         outputs=iks[name]["outputs"], extra=iks[name]["extra"])
+        tic = time.perf_counter()
+        sur = rec(P.step_muscle_surrogate(upstream={"scale": scale}, log=log, config=config, subject=subject,
+                                          ik_statuses=[out / f"{n}.ik.status.json" for n in names], out_dir=out))
+        one_off["muscle_surrogate"] += time.perf_counter() - tic
+        for name in names:
+            trial = {"subject": subject, "trial": name, "motion_type": MOTION_TYPE.get(name, "walk"),
+                     "source": "synthetic"}
+            up = {"scale": scale, "ik": iks[name]}
+            tic = time.perf_counter()
+            up["grf"] = rec(P.step_ground_forces(upstream=up, log=log, config=config, trial=trial, out_dir=out))
+            per_step["ground_forces"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            up["id"] = rec(P.step_inverse_dynamics(upstream=up, log=log, config=config, trial=trial, out_dir=out))
+            per_step["inverse_dynamics"] += time.perf_counter() - tic
+            up["surrogate"] = sur
+            tic = time.perf_counter()
+            P.step_activations(upstream=up, log=log, config=config, trial=trial, out_dir=out)
+            per_step["activations"] += time.perf_counter() - tic
+    return {"per_step": per_step, "one_off": one_off, "frames": frames, "subjects": len(subjects),
+            "ik_solver": ik_solver}
+
+
+def print_end_to_end(r: dict) -> None:
+    """Frames/s per core and where the time goes."""
+    steady = sum(r["per_step"].values())
+    print(f"end to end ({r['subjects']} subjects, {r['frames']} frames, IK: {r['ik_solver']}, one thread): "
+          f"{r['frames'] / steady:.1f} labelled frames/s per core in steady state "
+          f"({1000 * steady / r['frames']:.1f} ms/frame); with the per-subject one-offs "
+          f"{r['frames'] / (steady + sum(r['one_off'].values())):.1f} frames/s")
+    for k, v in r["per_step"].items():
+        print(f"  {k:17s} {1000 * v / r['frames']:8.2f} ms/frame  {100 * v / steady:5.1f} %")
+    for k, v in r["one_off"].items():
+        print(f"  one-off {k:9s} {v / max(r['subjects'], 1):8.1f} s per subject")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_ext = Path(os.environ.get("BIOHUMAN_EXTERNAL", ROOT / ".." / "shared" / "data" / "external"))
@@ -139,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=float, default=0.6, help="start time (s) of the example3DWalking window")
     ap.add_argument("--no-example", action="store_true", help="skip OpenSim's example3DWalking trial")
     ap.add_argument("--workdir", type=Path, default=None, help="keep outputs here (default: temporary)")
+    ap.add_argument("--e2e", action="store_true", help="also time the whole per-trial pipeline on --results")
+    ap.add_argument("--ik-solver", default="opensim", choices=("opensim", "nimble"), help="IK solver of --e2e")
     args = ap.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_activations_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -156,6 +255,11 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     if not todo:
         print("no trials found")
         return 1
+    if args.e2e:
+        if args.results is None:
+            print("--e2e needs --results")
+            return 1
+        print_end_to_end(end_to_end(args.results, work, args.ik_solver))
     rows = []
     for tr in todo:
         r = run_trial(tr, args.frames, work)

@@ -140,7 +140,7 @@ def step_ik(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any]
     errors.insert(0, "rmse", res.marker_rmse)
     errors.insert(1, "max", res.marker_max)
     errors.to_csv(out_dir / f"{name}_marker_errors.csv", index_label="time")
-    extra = {"frames": len(coords), "cutoff_hz": cutoff, "repairs": list(markers.repairs),
+    extra = {"solver": "opensim", "frames": len(coords), "cutoff_hz": cutoff, "repairs": list(markers.repairs),
              "marker_rmse_mean_m": float(np.mean(res.marker_rmse)), "marker_max_m": float(np.max(res.marker_max))}
     log.info("IK %d frames, mean RMSE %.1f mm, max %.1f mm", len(coords), 1000 * extra["marker_rmse_mean_m"],
              1000 * extra["marker_max_m"])
@@ -199,56 +199,151 @@ def _interp(t_src: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def step_inverse_dynamics(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any],
                           trial: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """OpenSim inverse dynamics on the filtered coordinates with the trial's ground forces
-    (the tool's own filter off: kinematics and forces are already filtered alike)."""
-    from biohuman.osim.id import run_id
+    """Inverse dynamics of the filtered coordinates with the trial's ground forces, written as an
+    OpenSim ID storage (`{trial}_id.sto`, `<coordinate>_moment` / `_force` columns).
 
-    out_dir = Path(out_dir)
-    name = trial["trial"]
-    moments = run_id(_scaled_model(upstream), upstream["ik"]["outputs"]["filtered_mot"], out_dir / f"{name}_id.sto",
-                     external_loads_xml=upstream["grf"]["outputs"]["external_loads"],
-                     setup_out=out_dir / f"{name}_id_setup.xml", lowpass_hz=None)
-    finite = bool(np.isfinite(moments.to_numpy()).all())
-    if not finite:
-        from biohuman.errors import SolverError
+    `inverse_dynamics.solver`: "nimble" (all frames in one batch, `biohuman.dynamics.nimble_id`,
+    equal to OpenSim ID) or "opensim" (InverseDynamicsTool with its own filter off: kinematics and
+    forces are already filtered alike).
+    """
+    from biohuman.errors import SolverError
 
-        raise SolverError("inverse dynamics produced non-finite generalized forces", out_dir / f"{name}_id.sto")
-    return {"outputs": {"sto": out_dir / f"{name}_id.sto", "setup": out_dir / f"{name}_id_setup.xml"},
-            "extra": {"frames": len(moments)}}
-
-
-def step_activations(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any],
-                     trial: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Muscle activations with the configured solver: OpenSim Static Optimization
-    (`opensim_so`) or the batched torch solver with nimble inverse dynamics (`batched_so`)."""
-    solver = config["activation_solver"]
     out_dir = Path(out_dir)
     name = trial["trial"]
     model = _scaled_model(upstream)
-    if solver == "batched_so":
-        from biohuman.dynamics.batched_so import batched_so_trial
+    solver = config.get("inverse_dynamics", {}).get("solver", "nimble")
+    sto = out_dir / f"{name}_id.sto"
+    outputs: dict[str, Any] = {"sto": sto}
+    if solver == "nimble":
         from biohuman.dynamics.grf import load_measured_grf
+        from biohuman.dynamics.nimble_id import inverse_dynamics
+        from biohuman.io.storage import write_storage
 
         coords = read_coordinates(upstream["ik"]["outputs"]["filtered_mot"], model)
         # the ground forces exactly as the OpenSim tools read them (no contact re-thresholding)
         gf = load_measured_grf(upstream["grf"]["outputs"]["grf_mot"], upstream["grf"]["outputs"]["external_loads"],
                                contact_threshold_n=-np.inf)
-        so = config["opensim_so"]
-        res = batched_so_trial(model, coords, gf, activation_exponent=so["activation_exponent"])
+        tau = inverse_dynamics(model, coords, gf, qdd_method="spline")
+        labels = tau.attrs["labels"]
+        moments = tau.rename(columns=labels)
+        write_storage(sto, moments, in_degrees=False, name=f"{name}_nimble_inverse_dynamics")
+    elif solver == "opensim":
+        from biohuman.osim.id import run_id
+
+        moments = run_id(model, upstream["ik"]["outputs"]["filtered_mot"], sto,
+                         external_loads_xml=upstream["grf"]["outputs"]["external_loads"],
+                         setup_out=out_dir / f"{name}_id_setup.xml", lowpass_hz=None)
+        outputs["setup"] = out_dir / f"{name}_id_setup.xml"
+    else:
+        raise ConfigError(f"inverse_dynamics.solver '{solver}' is not available (nimble | opensim)")
+    if not bool(np.isfinite(moments.to_numpy()).all()):
+        raise SolverError("inverse dynamics produced non-finite generalized forces", sto)
+    return {"outputs": outputs, "extra": {"frames": len(moments), "solver": solver}}
+
+
+def step_muscle_surrogate(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any], subject: str,
+                          ik_statuses: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """Fit the muscle-geometry surrogate of one subject's scaled model once, sampled over the
+    coordinate ranges of all that subject's usable trials (union + 5 deg / 2 cm), so that every
+    trial's batched static optimization shares it. Trials whose IK failed are left out (named
+    in the record); frames of a later trial outside the box are flagged by QC."""
+    from biohuman.dynamics.muscles import coordinate_ranges, fit_muscle_surrogate
+    from biohuman.errors import InputFormatError
+    from biohuman.io.dataset import read_status
+
+    out_dir = Path(out_dir)
+    model = _scaled_model(upstream)
+    frames, used, left_out = [], [], []
+    for p in ik_statuses:
+        rec = read_status(p)
+        if rec.get("status") in ("ok", "flagged"):
+            frames.append(read_coordinates(rec["outputs"]["filtered_mot"], model))
+            used.append(rec.get("trial_id", str(p)))
+        else:
+            left_out.append(f"{rec.get('trial_id', p)} ({rec.get('status')})")
+    if not frames:
+        raise InputFormatError(f"no usable IK result among the subject's trials: {', '.join(left_out)}",
+                               out_dir)
+    if left_out:
+        log.warning("trials left out of the surrogate box: %s", ", ".join(left_out))
+    cfg = config.get("batched_so", {})
+    sur = fit_muscle_surrogate(model, coordinate_ranges(frames), moment_arms=cfg.get("moment_arms", "opensim"),
+                               seed=int(config["seed"]), cache_dir=out_dir)
+    meta = sur.metadata
+    log.info("surrogate for %s: %d muscles over %d coordinates, fit %.1f s (cache %s), moment-arm RMSE median "
+             "%.2f mm, max %.2f mm", subject, len(sur.muscles), len(sur.coordinates),
+             meta.get("timing_s", {}).get("total", 0.0), meta.get("cache", {}).get("hit"),
+             meta["summary_mm"]["moment_arm_rmse_median"], meta["summary_mm"]["moment_arm_rmse_max"])
+    return {"outputs": {"surrogate": meta["cache"]["path"]},
+            "extra": {"trials": used, "left_out": left_out, "moment_arm_definition": sur.moment_arms,
+                      "fit_s": float(meta.get("timing_s", {}).get("total", 0.0)),
+                      "cache_hit": bool(meta.get("cache", {}).get("hit")),
+                      "summary_mm": meta["summary_mm"], "coordinates": list(sur.coordinates)}}
+
+
+def _torch_device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def step_activations(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any],
+                     trial: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """Muscle activations with the configured solver (`activation_solver`):
+
+    - `batched_so` (default): batched torch static optimization of all frames against the
+      trial's inverse dynamics (the `id` step), with the subject's muscle surrogate (the
+      `muscle_surrogate` step);
+    - `opensim_so`: OpenSim AnalyzeTool + StaticOptimization;
+    - `cmc` / `moco_inverse`: OpenSim CMC / MocoInverse over the whole trial (slow; see
+      `biohuman.reference` and the `reference_solvers` config for windows of chosen trials).
+    """
+    solver = config["activation_solver"]
+    out_dir = Path(out_dir)
+    name = trial["trial"]
+    model = _scaled_model(upstream)
+    so = config["opensim_so"]
+    if solver == "batched_so":
+        from biohuman.dynamics.batched_so import batched_static_optimization
+        from biohuman.dynamics.muscles import MuscleSurrogate
+
+        cfg = config.get("batched_so", {})
+        coords = read_coordinates(upstream["ik"]["outputs"]["filtered_mot"], model)
+        tau = _read_table(upstream["id"]["outputs"]["sto"])
+        sur = MuscleSurrogate.load(upstream["surrogate"]["outputs"]["surrogate"])
+        res = batched_static_optimization(
+            model, coords, tau, surrogate=sur, activation_exponent=so["activation_exponent"],
+            pennation=cfg.get("pennation", "opensim"), moment_arms=cfg.get("moment_arms", "opensim"),
+            device=_torch_device(cfg.get("device", "cpu")))
         paths = res.write(out_dir, name)
         res.reserve_actuation.to_csv(out_dir / f"{name}_reserves.csv", index_label="time")
         n_bad = int((~np.asarray(res.converged)).sum())
+        n_out = int(np.asarray(res.extrapolated).sum()) if res.extrapolated is not None else 0
         if n_bad:
             log.warning("%d frames did not converge (flagged in %s)", n_bad, paths["violation"])
+        if n_out:
+            log.warning("%d frames leave the muscle surrogate's sampled box (flagged by QC)", n_out)
         return {"outputs": {**paths, "reserves": out_dir / f"{name}_reserves.csv"},
                 "extra": {"solver": solver, "frames": len(res.activation), "unconverged_frames": n_bad,
+                          "extrapolated_frames": n_out, "timing_s": res.timing_s,
+                          "moment_arm_definition": cfg.get("moment_arms", "opensim"),
+                          "pennation": cfg.get("pennation", "opensim"),
                           "settings": {k: str(v) for k, v in res.settings.items()},
                           "max_violation": float(np.nanmax(res.constraint_violation))}}
+    if solver in ("cmc", "moco_inverse"):
+        from biohuman.reference import solve_reference
+
+        coords = read_coordinates(upstream["ik"]["outputs"]["filtered_mot"], model)
+        window = (float(coords.index[0]), float(coords.index[-1]))
+        return solve_reference(solver, model, upstream["ik"]["outputs"]["filtered_mot"],
+                               upstream["grf"]["outputs"]["external_loads"], out_dir, name, window,
+                               config.get("reference_solvers", {}))
     if solver != "opensim_so":
         raise ConfigError(f"activation_solver '{solver}' is not available")
     from biohuman.osim.so import run_static_optimization
 
-    so = config["opensim_so"]
     res = run_static_optimization(
         model, upstream["ik"]["outputs"]["filtered_mot"], out_dir,
         external_loads_xml=upstream["grf"]["outputs"]["external_loads"],
@@ -262,6 +357,7 @@ def step_activations(*, upstream: Mapping, log: logging.Logger, config: Mapping[
                         "reserves": out_dir / f"{name}_reserves.csv",
                         "setup": out_dir / f"{name}_so_setup.xml"},
             "extra": {"solver": solver, "frames": len(res.activation),
+                      "moment_arm_definition": "opensim",
                       "max_violation": float(np.nanmax(res.constraint_violation)) if len(res.constraint_violation) else None}}
 
 
@@ -390,6 +486,7 @@ def step_trial_dataset(*, upstream: Mapping, log: logging.Logger, config: Mappin
         body_mass_kg=float(scale["mass_kg"]), com_height_m=float(np.median(com[:, 1])) if trial["motion_type"] != "jump" else float(com[0, 1]),
         config=qc_cfg, external_force=g[:, :, 0:3].sum(axis=1),
         repairs=tuple(upstream["ik"].get("extra", {}).get("repairs", [])),
+        extrapolated=viol["extrapolated"].to_numpy(dtype=bool) if "extrapolated" in viol.columns else None,
     )
     checks = list(report.checks.values())
     ds = ds.assign_coords(check=[ch.name for ch in checks])
@@ -413,6 +510,11 @@ def step_trial_dataset(*, upstream: Mapping, log: logging.Logger, config: Mappin
         "subject_mass_kg": float(scale["mass_kg"]),
         "subject_height_m": float(scale["height_m"]),
         **provenance(config_hash, config["activation_solver"]),
+        # how the labels were made (docs/dataset_spec.md): solvers and the muscle-geometry definitions
+        "ik_solver": str(upstream["ik"].get("extra", {}).get("solver", "opensim")),
+        "inverse_dynamics_solver": str(upstream["id"].get("extra", {}).get("solver", "opensim")),
+        "moment_arm_definition": str(upstream["activations"].get("extra", {}).get("moment_arm_definition", "")) or "n/a",
+        "pennation_model": str(upstream["activations"].get("extra", {}).get("pennation", "")) or "n/a",
         "qc_status": report.summary,
         "status": "ok",
         "qc_repairs": "; ".join(report.repairs),

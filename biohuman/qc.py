@@ -53,6 +53,8 @@ class QCConfig:
     reserve_floor_nm: float = 1.0
     """Joint moments below this (N m) count as this when forming the reserve percentage."""
     so_violation_max_nm: float = 0.01
+    surrogate_extrapolated_max_pct: float = 0.0
+    """Frames (%) whose pose leaves the muscle surrogate's sampled box (muscle geometry extrapolated)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def _array(x: np.ndarray | None, name: str, ndim: int, last: int | None = None) 
 
 def _check(name: str, values: np.ndarray, reduce: str, threshold: float, units: str, long_name: str,
            scale: float = 1.0) -> QCCheck:
-    """Reduce `values` (max or rms over all entries) times `scale`, compare with threshold."""
+    """Reduce `values` (max, rms or mean over all entries) times `scale`, compare with threshold."""
     finite = np.isfinite(values)
     note = ""
     if not finite.all():
@@ -127,6 +129,8 @@ def _check(name: str, values: np.ndarray, reduce: str, threshold: float, units: 
         value = float("nan")
     elif reduce == "max":
         value = float(np.max(v)) * scale
+    elif reduce == "mean":
+        value = float(np.mean(v)) * scale
     else:
         value = float(np.sqrt(np.mean(v**2))) * scale
     flag = int(not np.isfinite(value) or value > threshold or bool(note))
@@ -148,6 +152,7 @@ def run_qc(
     config: QCConfig = QCConfig(),
     external_force: np.ndarray | None = None,
     repairs: Sequence[str] = (),
+    extrapolated: np.ndarray | None = None,
 ) -> QCReport:
     """Run the QC checks that the given data allow; inputs left as None are skipped.
 
@@ -155,7 +160,8 @@ def run_qc(
     residual_force (T, 3) N and residual_moment (T, 3) N m: pelvis residuals (their magnitude per
     frame is checked). reserve (T, K) N m and joint_moment (T, K) N m: reserve actuator moments and
     inverse-dynamics moments of the same K coordinates. so_violation (T,) N m: per-frame max
-    |muscle + reserve moment - ID moment|. body_mass_kg, com_height_m: the subject (COM height in
+    |muscle + reserve moment - ID moment|. extrapolated (T,) bool: frames outside the batched
+    solver's muscle-surrogate box (muscle geometry extrapolated). body_mass_kg, com_height_m: the subject (COM height in
     standing, m). external_force (T, 3) N: total ground reaction force; its peak magnitude is the
     reference force of the Hicks RMS residual-moment check (body weight when None).
     Non-finite values fail the check they enter. Returns a QCReport; `repairs` is passed through.
@@ -235,6 +241,14 @@ def run_qc(
             "largest static-optimization moment-constraint violation")
     else:
         skipped.append("so_constraint_violation_max")
+
+    if extrapolated is not None:
+        ex = np.asarray(extrapolated, dtype=float).reshape(-1)
+        checks["surrogate_extrapolated_pct"] = _check(
+            "surrogate_extrapolated_pct", ex, "mean", config.surrogate_extrapolated_max_pct, "percent",
+            "frames whose pose leaves the muscle-geometry surrogate's sampled box, %", 100.0)
+    else:
+        skipped.append("surrogate_extrapolated_pct")
 
     inputs = {"body_mass_kg": float(body_mass_kg), "com_height_m": float(com_height_m),
               "body_weight_n": bw, "reference_force_n": float(ref_force)}

@@ -108,7 +108,18 @@ def test_missing_inputs_are_skipped() -> None:
                     com_height_m=COM_H)
     assert report.summary == "pass"
     assert set(report.skipped) == {"ik_marker_rmse_max", "ik_marker_error_max", "reserve_max_pct",
-                                   "so_constraint_violation_max"}
+                                   "so_constraint_violation_max", "surrogate_extrapolated_pct"}
+
+
+def test_surrogate_extrapolation_is_flagged_as_a_percentage_of_frames() -> None:
+    inputs = _good()
+    ex = np.zeros(T, dtype=bool)
+    assert run_qc(**inputs, extrapolated=ex).checks["surrogate_extrapolated_pct"].flag == 0
+    ex[:3] = True  # 3 of T frames leave the sampled box
+    c = run_qc(**inputs, extrapolated=ex).checks["surrogate_extrapolated_pct"]
+    assert c.value == pytest.approx(300.0 / T) and c.flag == 1 and c.units == "percent"
+    loose = QCConfig(surrogate_extrapolated_max_pct=100.0)
+    assert run_qc(**{**inputs, "config": loose}, extrapolated=ex).checks["surrogate_extrapolated_pct"].flag == 0
 
 
 def test_bad_inputs_raise() -> None:

@@ -18,3 +18,18 @@ def render_input(wc):
     if not config["render"]["enabled"]:
         return []
     return f"{R}/render/{wc.subject}/{wc.trial}.status.json"
+
+
+def subject_ik_statuses(wc):
+    """IK records of every trial of the subject (the surrogate's box spans all of them)."""
+    return [f"{R}/ik/{t.subject}/{t.trial}.status.json" for t in PLAN.trials if t.subject == wc.subject]
+
+
+def activation_inputs(wc):
+    """Upstream records of the activations step; batched_so also needs the subject's surrogate."""
+    base = f"{wc.subject}/{wc.trial}.status.json"
+    ins = {"scale": f"{R}/scale/{wc.subject}/scale.status.json", "ik": f"{R}/ik/{base}",
+           "grf": f"{R}/grf/{base}", "id": f"{R}/id/{base}"}
+    if config["activation_solver"] == "batched_so":
+        ins["surrogate"] = f"{R}/surrogate/{wc.subject}/surrogate.status.json"
+    return ins

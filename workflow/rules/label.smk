@@ -57,7 +57,7 @@ rule ground_forces:
 
 
 rule inverse_dynamics:
-    """OpenSim InverseDynamicsTool with the trial's ground forces."""
+    """Inverse dynamics with the trial's ground forces (inverse_dynamics.solver: nimble | opensim)."""
     input:
         ik=f"{R}/ik/{{subject}}/{{trial}}.status.json",
         grf=f"{R}/grf/{{subject}}/{{trial}}.status.json",
@@ -74,12 +74,27 @@ rule inverse_dynamics:
         "../scripts/inverse_dynamics.py"
 
 
+rule muscle_surrogate:
+    """One muscle-geometry surrogate per subject (batched_so), sampled over all its trials' ranges."""
+    input:
+        scale=f"{R}/scale/{{subject}}/scale.status.json",
+        ik=subject_ik_statuses,
+    output:
+        status=f"{R}/surrogate/{{subject}}/surrogate.status.json",
+    params:
+        config=config,
+    log:
+        f"{R}/logs/muscle_surrogate/{{subject}}.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/muscle_surrogate.py"
+
+
 rule activations:
     """Muscle activations with the configured solver (activation_solver)."""
     input:
-        ik=f"{R}/ik/{{subject}}/{{trial}}.status.json",
-        grf=f"{R}/grf/{{subject}}/{{trial}}.status.json",
-        scale=f"{R}/scale/{{subject}}/scale.status.json",
+        unpack(activation_inputs),
     output:
         status=f"{R}/activations/{{subject}}/{{trial}}.status.json",
     params:
