@@ -219,7 +219,8 @@ def run_static_optimization(model_osim: str | Path, coordinates_mot: str | Path,
     lowpass_hz: the tool's coordinate filter (None or <= 0: off). reserves: "auto" (see
     `auto_reserves`), a mapping coordinate -> optimal force, or None; `reserve_max_control`
     bounds their controls (+-). Files written in `out_dir` (name default: the coordinates
-    file's stem): `<name>_StaticOptimization_activation.sto`, `..._force.sto`,
+    file's stem; characters other than letters, digits, _ and - become _, since OpenSim cuts
+    names at dots): `<name>_StaticOptimization_activation.sto`, `..._force.sto`,
     `..._controls.xml`, `<name>_reserves.xml`, `<name>_coordinates.mot`, setup XML
     (`setup_out`, default `<name>_so_setup.xml`). Raises SolverError naming the inputs when
     the tool fails or returns nothing; per-frame optimizer failures are reported in `failed`.
@@ -232,7 +233,8 @@ def run_static_optimization(model_osim: str | Path, coordinates_mot: str | Path,
     if step_interval < 1:
         raise ConfigError(f"step_interval must be >= 1, got {step_interval}")
     model = load_osim(model_osim)
-    name = name or coordinates_mot.stem
+    # OpenSim cuts a tool name at its first dot when it names the result files: keep names plain
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", name or coordinates_mot.stem)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     res = resolve_reserves(model, reserves, residual_optimal_force, reserve_optimal_force)
