@@ -36,3 +36,7 @@ class SolverError(BiohumanError):
 
 class SpecError(BiohumanError):
     """A dataset does not follow the biohuman dataset spec."""
+
+
+class ModelFileError(ConfigError):
+    """A model file (.osim) uses something biohuman cannot handle (e.g. an unsupported muscle class)."""

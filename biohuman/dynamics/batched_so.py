@@ -13,8 +13,23 @@ coordinates are the unlocked, independent ones (OpenSim constrains their acceler
 generalized force of a coupled coordinate (knee_angle_*_beta) is added to its independent one
 through the coupler slope, as the constrained forward dynamics of OpenSim's SO does.
 
-Force capacity (Millard2012EquilibriumMuscle, rigid tendon, passive fibre force excluded, as in
-OpenSim's `calcInextensibleTendonActiveFiberForce` with activation 1):
+Force capacity (rigid tendon, passive fibre force excluded, as OpenSim's
+`calcInextensibleTendonActiveFiberForce` with activation 1, which OpenSim SO uses with
+use_muscle_physiology). The muscle class comes from the .osim, each with its own relations
+(`MUSCLE_CLASSES`; any other class raises ModelFileError naming it):
+* Thelen2003Muscle: same fibre kinematics as below; f_AL = exp(-(l_f/l_opt - 1)^2 / KshapeActive)
+  and f_V the inverse of Thelen's force-velocity relation at activation 1 (Af, Flen, linear
+  extrapolation beyond fv_linear_extrap_threshold x Flen, zero below zero force and where the
+  path is shorter than the tendon slack length, as OpenSim), analytic;
+  F = F_iso f_AL f_V cos(phi) with the true pennation angle (OpenSim's Thelen uses it; the
+  pennation modes coincide). Measured against OpenSim: 3e-8 N.
+* DeGrooteFregly2016Muscle: l_f as below, v_f = dL/dt (L - l_ts) / l_f (its signed
+  cos(phi); no pennation clamp, no minimum fibre length), f_AL / f_V the muscle's own
+  `calcActiveForceLengthMultiplier` / `calcForceVelocityMultiplier` (active_force_width_scale
+  included), tabulated like Millard's (f_V held constant beyond |v| = 1.5 v_max); OpenSim
+  returns the active fibre force itself, F = F_iso f_AL f_V (no cos(phi)), for
+  pennation="opensim"; "physical" multiplies by cos(phi).
+* Millard2012EquilibriumMuscle:
     l_f = sqrt(h^2 + (L - l_ts)^2), h = l_opt sin(alpha_opt); phi = asin(h / l_f);
     v_f = dL/dt cos(phi); F = F_iso f_AL(l_f / l_opt) f_V(v_f / (l_opt v_max)) cos(phi_eff)
     (zero below the muscle's minimum fibre length). `pennation`:
@@ -22,8 +37,15 @@ OpenSim's `calcInextensibleTendonActiveFiberForce` with activation 1):
       length to the pennation model in calcActiveFiberForceAlongTendon, so cos(phi_eff) ~ 1
       (pennation effectively ignored). Reproduces OpenSim SO.
     * "physical": phi_eff = phi, the physically consistent force along the tendon.
-f_AL and f_V are OpenSim's own curve objects of each muscle, tabulated (4001 points, values and
-slopes) and interpolated by cubic Hermite splines.
+Millard's f_AL and f_V are OpenSim's own curve objects of each muscle, tabulated (4001 points,
+values and slopes) and interpolated by cubic Hermite splines. Measured: all three classes equal
+OpenSim's `calcInextensibleTendonActiveFiberForce` to 1e-5 N (tests/test_batched_so.py,
+tests/test_validate_gait2392.py).
+
+Actuators besides muscles: the model's CoordinateActuators (plus reserves), and any other
+non-muscle ScalarActuator (PointActuator / TorqueActuator residuals of gait2392-style setups,
+from the model or from `force_set_files`), whose generalized force per unit control depends on
+the pose and is computed with OpenSim per frame (`body_actuator_generalized_forces`).
 
 Solver: the dual of the (strictly convex, box-constrained) problem is smooth enough for a
 semismooth Newton method on the multipliers lambda (one per constrained coordinate):
@@ -53,10 +75,12 @@ import pandas as pd
 from biohuman.dynamics.kinematics import coordinate_name
 from biohuman.dynamics.muscles import MuscleSurrogate, coordinate_ranges, fit_muscle_surrogate
 from biohuman.dynamics.nimble_id import coordinate_derivatives
-from biohuman.errors import ConfigError, InputFormatError, SolverError
+from biohuman.errors import ConfigError, InputFormatError, ModelFileError, SolverError
 from biohuman.osim.model import load_model, opensim
 
 PENNATION_MODES = ("opensim", "physical")
+MUSCLE_CLASSES = ("Millard2012EquilibriumMuscle", "Thelen2003Muscle", "DeGrooteFregly2016Muscle")
+"""Muscle classes whose SO force capacity batched SO computes (index = `MuscleParameters.kind`)."""
 MOMENT_ARM_MODES = ("opensim", "dLdq")
 _CURVE_POINTS = 4001
 
@@ -100,13 +124,50 @@ def _tabulate(curve, lo: float, hi: float) -> CurveTable:  # noqa: ANN001 - Open
     return CurveTable(x0=lo, dx=(hi - lo) / (_CURVE_POINTS - 1), y=y, dy=dy)
 
 
+class _FunctionCurve:
+    """A scalar function exposed like an OpenSim curve (calcValue / calcDerivative), slope by
+    central differences (for smooth functions such as DeGrooteFregly2016's curves)."""
+
+    def __init__(self, fn, step: float = 1e-6) -> None:  # noqa: ANN001 - callable float -> float
+        self.fn, self.step = fn, step
+
+    def calcValue(self, x: float) -> float:  # noqa: N802 - OpenSim naming
+        return float(self.fn(x))
+
+    def calcDerivative(self, x: float, order: int) -> float:  # noqa: N802, ARG002 - OpenSim naming
+        return (float(self.fn(x + self.step)) - float(self.fn(x - self.step))) / (2 * self.step)
+
+
+def _thelen_fv(v, af, flen, threshold):  # noqa: ANN001, ANN202 - torch tensors
+    """Thelen2003Muscle's force-velocity multiplier at activation 1 from the normalised fibre
+    velocity v (l_opt/s / v_max, lengthening positive): the inverse of Thelen 2003 eqs. 6-7 as
+    OpenSim implements them (`calcdlceN` with a = 1), linearly extrapolated below zero force
+    (v < -1) and above `threshold` x Flen, as OpenSim does."""
+    import torch
+
+    # concentric (v <= 0): v = (f - 1) / (1 + f / Af)
+    conc = (1.0 + v) / torch.clamp(1.0 - v / af, min=1e-12)
+    conc_lin = (v + 1.0) / (1.0 + 1.0 / af)  # slope of the curve at f = 0, continued
+    # eccentric: v = (f - 1) / (c (Flen - f)), c = (2 + 2/Af) / (Flen - 1)
+    c = (2.0 + 2.0 / af) / (flen - 1.0)
+    ecc = (1.0 + v * c * flen) / torch.clamp(1.0 + v * c, min=1e-12)
+    f0 = threshold * flen
+    b0 = c * (flen - f0)
+    v0 = (f0 - 1.0) / b0
+    slope = 1.0 / b0 + (f0 - 1.0) * c / (b0 * b0)  # dv/df at f0
+    ecc_lin = f0 + (v - v0) / slope
+    return torch.where(v <= 0, torch.where(v > -1.0, conc, conc_lin), torch.where(v < v0, ecc, ecc_lin))
+
+
 @dataclass
 class MuscleParameters:
-    """Millard2012EquilibriumMuscle parameters of a model's muscles (arrays (M,), SI units).
+    """Muscle parameters of a model's muscles (arrays (M,), SI units).
 
     fiso N; l_opt, l_ts, height (pennation parallelogram height), min_fiber_length m;
     alpha_opt, max_pennation rad; v_max optimal lengths per s; min_control, max_control;
-    fal / fv: per muscle index into `curves` (identical curves share a table).
+    fal / fv: per muscle index into `curves` (identical curves share a table; -1 for analytic
+    Thelen curves). kind: index into MUSCLE_CLASSES (default all Millard); thelen: (M, 4)
+    KshapeActive, Af, Flen, fv_linear_extrap_threshold (NaN for other classes).
     """
 
     names: tuple[str, ...]
@@ -123,18 +184,20 @@ class MuscleParameters:
     fal: np.ndarray
     fv: np.ndarray
     curves: list[CurveTable] = field(default_factory=list)
+    kind: np.ndarray | None = None
+    thelen: np.ndarray | None = None
 
 
 def muscle_parameters(model_osim: str | Path, muscles: Sequence[str] | None = None) -> MuscleParameters:
-    """Read Millard2012EquilibriumMuscle parameters and tabulate their curves.
-
-    Other muscle classes raise ConfigError (their curves and SO capacity differ)."""
+    """Read each muscle's parameters and force-length / force-velocity relations from the
+    .osim (classes in MUSCLE_CLASSES; any other raises ModelFileError naming the class)."""
     osim = opensim()
     model = load_model(model_osim)
     ms = model.getMuscles()
     names = list(muscles) if muscles is not None else [ms.get(i).getName() for i in range(ms.getSize())]
     cols: dict[str, list] = {k: [] for k in ("fiso", "l_opt", "l_ts", "alpha_opt", "v_max", "height", "max_pennation",
-                                             "min_fiber_length", "min_control", "max_control", "fal", "fv")}
+                                             "min_fiber_length", "min_control", "max_control", "fal", "fv", "kind",
+                                             "thelen")}
     curves: list[CurveTable] = []
     signature: dict[tuple, int] = {}
 
@@ -147,24 +210,48 @@ def muscle_parameters(model_osim: str | Path, muscles: Sequence[str] | None = No
         return signature[key]
 
     for n in names:
-        mu = osim.Millard2012EquilibriumMuscle.safeDownCast(ms.get(n))
-        if mu is None:
-            raise ConfigError(f"muscle {n} is a {ms.get(n).getConcreteClassName()}; batched SO supports "
-                              "Millard2012EquilibriumMuscle only", model_osim)
-        pm = mu.getPennationModel()
+        if not ms.contains(n):
+            raise ModelFileError(f"model has no muscle named {n}", model_osim)
+        base = ms.get(n)
+        cls = base.getConcreteClassName()
+        if cls not in MUSCLE_CLASSES:
+            raise ModelFileError(f"muscle {n} is a {cls}; batched SO supports {', '.join(MUSCLE_CLASSES)}",
+                                 model_osim)
+        mu = getattr(osim, cls).safeDownCast(base)
+        l_opt, alpha = mu.getOptimalFiberLength(), mu.getPennationAngleAtOptimalFiberLength()
         cols["fiso"].append(mu.getMaxIsometricForce())
-        cols["l_opt"].append(mu.getOptimalFiberLength())
+        cols["l_opt"].append(l_opt)
         cols["l_ts"].append(mu.getTendonSlackLength())
-        cols["alpha_opt"].append(mu.getPennationAngleAtOptimalFiberLength())
+        cols["alpha_opt"].append(alpha)
         cols["v_max"].append(mu.getMaxContractionVelocity())
-        cols["height"].append(pm.getParallelogramHeight())
-        cols["max_pennation"].append(mu.get_maximum_pennation_angle())
-        cols["min_fiber_length"].append(mu.getMinimumFiberLength())
         cols["min_control"].append(mu.getMinControl())
         cols["max_control"].append(mu.getMaxControl())
-        cols["fal"].append(table(mu.get_ActiveForceLengthCurve(), 0.0, 3.0))
-        cols["fv"].append(table(mu.get_ForceVelocityCurve(), -1.5, 1.5))
-    arr = {k: np.asarray(v, dtype=float if k not in ("fal", "fv") else int) for k, v in cols.items()}
+        cols["kind"].append(MUSCLE_CLASSES.index(cls))
+        if cls == "Millard2012EquilibriumMuscle":
+            cols["height"].append(mu.getPennationModel().getParallelogramHeight())
+            cols["max_pennation"].append(mu.get_maximum_pennation_angle())
+            cols["min_fiber_length"].append(mu.getMinimumFiberLength())
+            cols["fal"].append(table(mu.get_ActiveForceLengthCurve(), 0.0, 3.0))
+            cols["fv"].append(table(mu.get_ForceVelocityCurve(), -1.5, 1.5))
+            cols["thelen"].append([np.nan] * 4)
+        elif cls == "Thelen2003Muscle":
+            cols["height"].append(l_opt * math.sin(alpha))
+            cols["max_pennation"].append(mu.get_maximum_pennation_angle())
+            cols["min_fiber_length"].append(mu.getMinimumFiberLength())
+            cols["fal"].append(-1)
+            cols["fv"].append(-1)
+            cols["thelen"].append([mu.get_KshapeActive(), mu.get_Af(), mu.get_Flen(),
+                                   mu.get_fv_linear_extrap_threshold()])
+        else:  # DeGrooteFregly2016Muscle: rigid-tendon fibre kinematics, no clamps
+            cols["height"].append(l_opt * math.sin(alpha))
+            cols["max_pennation"].append(math.pi / 2)
+            cols["min_fiber_length"].append(0.0)
+            cols["fal"].append(table(_FunctionCurve(mu.calcActiveForceLengthMultiplier), 0.0, 3.0))
+            cols["fv"].append(table(_FunctionCurve(mu.calcForceVelocityMultiplier), -1.5, 1.5))
+            cols["thelen"].append([np.nan] * 4)
+    ints = ("fal", "fv", "kind")
+    arr = {k: np.asarray(v, dtype=int if k in ints else float) for k, v in cols.items()}
+    arr["thelen"] = arr["thelen"].reshape(-1, 4)
     return MuscleParameters(names=tuple(names), curves=curves, **arr)
 
 
@@ -184,10 +271,14 @@ def force_capacity(params: MuscleParameters, length, speed, pennation: str = "op
     phi = torch.where(lf > h, torch.asin(ratio), t["max_pennation"].expand_as(lf))
     phi = torch.minimum(phi, t["max_pennation"])
     vf = speed * torch.cos(phi)
+    kind = np.zeros(len(params.names), dtype=int) if params.kind is None else np.asarray(params.kind)
+    dg = np.flatnonzero(kind == MUSCLE_CLASSES.index("DeGrooteFregly2016Muscle"))
+    if dg.size:  # DeGrooteFregly2016: cos(phi) = (L - l_ts) / l_f, signed (negative below slack)
+        vf[:, dg] = speed[:, dg] * (length[:, dg] - t["l_ts"][dg]) / lf[:, dg]
     lfn = lf / t["l_opt"]
     vfn = vf / (t["l_opt"] * t["v_max"])
-    fal = torch.empty_like(lfn)
-    fv = torch.empty_like(vfn)
+    fal = torch.ones_like(lfn)
+    fv = torch.ones_like(vfn)
     for k, curve in enumerate(params.curves):
         sel = np.flatnonzero(params.fal == k)
         if sel.size:
@@ -195,13 +286,26 @@ def force_capacity(params: MuscleParameters, length, speed, pennation: str = "op
         sel = np.flatnonzero(params.fv == k)
         if sel.size:
             fv[:, sel] = curve(vfn[:, sel])
+    th = np.flatnonzero(kind == MUSCLE_CLASSES.index("Thelen2003Muscle"))
+    if th.size:
+        tp = torch.as_tensor(params.thelen[th], **kw)  # (Mt, 4)
+        fal[:, th] = torch.exp(-((lfn[:, th] - 1.0) ** 2) / tp[:, 0])
+        # OpenSim returns no force below zero force-velocity multiplier (shortening faster
+        # than v_max) and when the path is shorter than the tendon (fibre along tendon <= 0)
+        fv[:, th] = torch.clamp(_thelen_fv(vfn[:, th], tp[:, 1], tp[:, 2], tp[:, 3]), min=0.0)
+        fal[:, th] = torch.where(length[:, th] > t["l_ts"][th], fal[:, th], torch.zeros_like(fal[:, th]))
     if pennation == "opensim":
         ratio_n = torch.clamp(h / lfn, max=1.0)
         phi_eff = torch.where(lfn > h, torch.asin(ratio_n), t["max_pennation"].expand_as(lfn))
         phi_eff = torch.minimum(phi_eff, t["max_pennation"])
+        cos_eff = torch.cos(phi_eff)
+        if th.size:  # Thelen's calcActiveFiberForceAlongTendon uses the true pennation angle
+            cos_eff[:, th] = torch.cos(phi[:, th])
+        if dg.size:  # DeGrooteFregly2016 returns the active fibre force itself
+            cos_eff[:, dg] = 1.0
     else:
-        phi_eff = phi
-    cap = t["fiso"] * fal * fv * torch.cos(phi_eff)
+        cos_eff = torch.cos(phi)
+    cap = t["fiso"] * fal * fv * cos_eff
     return torch.where(lf > t["min_fiber_length"], cap, torch.zeros_like(cap))
 
 
@@ -245,6 +349,102 @@ def actuator_specs(model, reserves: Mapping[str, float] | str | None = "auto", *
         specs.append(CoordinateActuatorSpec(f"{RESERVE_PREFIX}{c}", c, f, -reserve_max_control,
                                             reserve_max_control, True))
     return specs
+
+
+@dataclass(frozen=True)
+class BodyActuatorSpec:
+    """A non-muscle, non-coordinate ScalarActuator of the model (PointActuator, TorqueActuator,
+    PathActuator, ...): generalized force = control x optimal_force x (its pose-dependent
+    generalized force per unit actuation, computed with OpenSim per frame)."""
+
+    name: str
+    kind: str
+    optimal_force: float
+    min_control: float
+    max_control: float
+
+
+def model_with_force_sets(model_osim: str | Path, force_set_files: Sequence[str | Path] = ()):  # noqa: ANN201
+    """The model, with the forces of each ForceSet XML appended (what OpenSim's AnalyzeTool does
+    with `force_set_files` and replace_force_set = false), system built. Raises
+    InputFormatError naming a file OpenSim cannot read."""
+    osim = opensim()
+    if not force_set_files:
+        return load_model(model_osim)
+    model = osim.Model(str(model_osim))
+    for f in force_set_files:
+        f = Path(f)
+        try:
+            fs = osim.ForceSet(str(f))
+        except Exception as exc:  # OpenSim raises RuntimeError with its own message
+            raise InputFormatError(f"OpenSim could not read the force set: {exc}", f) from exc
+        for i in range(fs.getSize()):
+            model.addForce(fs.get(i).clone())
+    model.finalizeConnections()
+    model.initSystem()
+    return model
+
+
+def body_actuator_specs(model) -> list[BodyActuatorSpec]:  # noqa: ANN001
+    """Enabled ScalarActuators of the model that are neither muscles nor CoordinateActuators."""
+    osim = opensim()
+    out = []
+    fs = model.getForceSet()
+    for i in range(fs.getSize()):
+        f = fs.get(i)
+        act = osim.ScalarActuator.safeDownCast(f)
+        if (act is None or not act.get_appliesForce() or osim.Muscle.safeDownCast(f) is not None
+                or osim.CoordinateActuator.safeDownCast(f) is not None):
+            continue
+        out.append(BodyActuatorSpec(act.getName(), act.getConcreteClassName(), float(act.getOptimalForce()),
+                                    float(act.getMinControl()), float(act.getMaxControl())))
+    return out
+
+
+def body_actuator_generalized_forces(model, specs: Sequence[BodyActuatorSpec],  # noqa: ANN001 - opensim.Model
+                                     coordinates: pd.DataFrame, constrained: Sequence[str]) -> np.ndarray:
+    """(T, C, G) generalized force on each constrained coordinate per unit control of each body
+    actuator at each frame of `coordinates` (rad / m; columns names or state paths; missing
+    coordinates at their defaults). Computed with OpenSim's InverseDynamicsSolver as the
+    difference of the generalized forces with and without the actuator applying an actuation of
+    optimal_force (all other forces off, zero speeds and accelerations), so any actuator whose
+    force depends on the pose only is exact. Cost ~1 ms per frame and actuator."""
+    osim = opensim()
+    from biohuman.osim._tools import set_pose
+
+    out = np.zeros((len(coordinates), len(constrained), len(specs)))
+    if not specs:
+        return out
+    m = osim.Model(model)
+    state = m.initSystem()
+    fs = m.getForceSet()
+    for i in range(fs.getSize()):
+        fs.get(i).setAppliesForce(state, False)
+    acts = [osim.ScalarActuator.safeDownCast(fs.get(s.name)) for s in specs]
+    for a in acts:
+        a.overrideActuation(state, True)
+    cs = m.getCoordinateSet()
+    cols = []  # mobility (u) index of each constrained coordinate: the u a unit speed sets
+    for c in constrained:
+        for i in range(cs.getSize()):
+            cs.get(i).setSpeedValue(state, 0.0)
+        cs.get(c).setSpeedValue(state, 1.0)
+        cols.append(int(np.argmax(np.abs(state.getU().to_numpy()))))
+    solver = osim.InverseDynamicsSolver(m)
+    udot = osim.Vector(state.getNU(), 0.0)
+    qcols = {coordinate_name(str(c)) or str(c): c for c in coordinates.columns}
+    for k in range(len(coordinates)):
+        row = coordinates.iloc[k]
+        set_pose(m, state, {c: float(row[qcols[c]]) for c in qcols if cs.contains(c)})
+        for c in range(cs.getSize()):
+            cs.get(c).setSpeedValue(state, 0.0)
+        base = solver.solve(state, udot).to_numpy()
+        for g, (a, s) in enumerate(zip(acts, specs)):
+            a.setAppliesForce(state, True)
+            a.setOverrideActuation(state, s.optimal_force)
+            out[k, :, g] = (base - solver.solve(state, udot).to_numpy())[cols]
+            a.setAppliesForce(state, False)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,7 +732,7 @@ def batched_static_optimization(
     cached beside the model over this trial's coordinate ranges; see
     `biohuman.dynamics.muscles.fit_muscle_surrogate`). Other options (reserves,
     reserve_max_control, activation_exponent, pennation, moment_arms, device, max_iterations,
-    tolerance): see `batched_static_optimization_trials`.
+    tolerance, force_set_files): see `batched_static_optimization_trials`.
     """
     if surrogate is None:
         surrogate = fit_muscle_surrogate(model_osim, coordinate_ranges(coordinates),
@@ -554,6 +754,7 @@ def batched_static_optimization_trials(
     device: str = "cpu",
     max_iterations: int = 50,
     tolerance: float = 1e-9,
+    force_set_files: Sequence[str | Path] = (),
 ) -> list[BatchedSOResult]:
     """Static optimization of the frames of several trials of one scaled model in one solve.
 
@@ -565,8 +766,13 @@ def batched_static_optimization_trials(
     activation_exponent: p > 1. pennation: "opensim" | "physical". moment_arms: "opensim" (needs
     a surrogate fitted with moment_arms="opensim") | "dLdq". device: torch device ("cpu",
     "cuda"); float64 throughout. Returns one BatchedSOResult per trial (timing_s and iterations
-    are those of the joint solve). Raises ConfigError for bad settings, InputFormatError for
-    misaligned inputs and SolverError when no frame converges.
+    are those of the joint solve). force_set_files: ForceSet XMLs appended to the model (an
+    SO setup's `force_set_files`, e.g. residual actuators); their CoordinateActuators join the
+    model's, and every other non-muscle ScalarActuator of the model (PointActuator,
+    TorqueActuator, ...) enters with its pose-dependent generalized forces
+    (`body_actuator_generalized_forces`, OpenSim per frame) and its control bounds; their
+    controls come first in `actuator_controls`. Raises ConfigError for bad settings,
+    InputFormatError for misaligned inputs and SolverError when no frame converges.
     """
     import torch
 
@@ -582,10 +788,11 @@ def batched_static_optimization_trials(
     if not trials:
         raise ConfigError("no trials given")
     model_osim = Path(model_osim)
-    model = load_model(model_osim)
+    model = model_with_force_sets(model_osim, force_set_files)
     params = muscle_parameters(model_osim, surrogate.muscles)
     constrained, couplers = constrained_coordinates(model)
     specs = actuator_specs(model, reserves, reserve_max_control=reserve_max_control)
+    body_specs = body_actuator_specs(model)
     ignored = [s.name for s in specs if s.coordinate not in constrained]
     specs = [s for s in specs if s.coordinate in constrained]
 
@@ -603,6 +810,8 @@ def batched_static_optimization_trials(
             qd = qd_all[rows]
         tau = required_generalized_forces(model, joint_moments, coordinates.iloc[rows], constrained, couplers)
         per_trial.append({"times": times, "q": q_all[rows], "qd": qd, "tau": tau,
+                          "body": body_actuator_generalized_forces(model, body_specs, coordinates.iloc[rows],
+                                                                   constrained),
                           "outside": surrogate.outside_box(q_all[rows]).any(axis=1)})
     sizes = [len(t["times"]) for t in per_trial]
 
@@ -617,6 +826,14 @@ def batched_static_optimization_trials(
     spanned = [ci for ci, c in enumerate(constrained) if c in surrogate.coordinates]
     k_index = [surrogate.coordinates.index(constrained[ci]) for ci in spanned]
     a_mus = (arms[:, :, k_index] * cap[:, :, None]).transpose(1, 2).contiguous()  # (T, Cm, M)
+    if body_specs:  # body actuators join the dense block: columns after the muscles
+        body = np.concatenate([t["body"] for t in per_trial])  # (T, C, G)
+        body_rows = np.flatnonzero(np.abs(body).max(axis=(0, 2)) > 0)
+        dense = sorted(set(spanned) | {int(r) for r in body_rows})
+        a_all = torch.zeros((body.shape[0], len(dense), a_mus.shape[2] + len(body_specs)), **kw)
+        a_all[:, [dense.index(r) for r in spanned], : a_mus.shape[2]] = a_mus
+        a_all[:, :, a_mus.shape[2]:] = torch.as_tensor(body[:, dense, :], **kw)
+        a_mus, spanned = a_all, dense
     problem = SOProblem(
         a_mus=a_mus,
         rows=torch.as_tensor(spanned, dtype=torch.long, device=kw["device"]),
@@ -624,8 +841,10 @@ def batched_static_optimization_trials(
                                   device=kw["device"]),
         act_force=torch.as_tensor([s.optimal_force for s in specs], **kw),
         tau=torch.as_tensor(np.concatenate([t["tau"] for t in per_trial]), **kw),
-        lo=torch.as_tensor(np.concatenate([params.min_control, [s.min_control for s in specs]]), **kw),
-        hi=torch.as_tensor(np.concatenate([params.max_control, [s.max_control for s in specs]]), **kw),
+        lo=torch.as_tensor(np.concatenate([params.min_control, [s.min_control for s in body_specs],
+                                           [s.min_control for s in specs]]), **kw),
+        hi=torch.as_tensor(np.concatenate([params.max_control, [s.max_control for s in body_specs],
+                                           [s.max_control for s in specs]]), **kw),
     )
     m_n = cap.shape[1]
     if device.startswith("cuda"):
@@ -648,7 +867,8 @@ def batched_static_optimization_trials(
         "moment_arm_definition": surrogate.metadata.get("moment_arm_definition_doc", moment_arms)
         if moment_arms == "opensim" else "-dL/dq of the length surrogate",
         "reserves": {s.coordinate: s.optimal_force for s in specs if s.reserve},
-        "model_actuators": [s.name for s in specs if not s.reserve], "reserve_max_control": reserve_max_control,
+        "model_actuators": [s.name for s in body_specs] + [s.name for s in specs if not s.reserve],
+        "force_set_files": [str(f) for f in force_set_files], "reserve_max_control": reserve_max_control,
         "ignored_actuators_on_unconstrained_coordinates": ignored,
         "constrained_coordinates": list(constrained), "device": device, "dtype": "float64",
         "tolerance": tolerance, "passive_fiber_force": "excluded (as OpenSim SO)", "tendon": "rigid",
@@ -666,8 +886,9 @@ def batched_static_optimization_trials(
             activation=pd.DataFrame(xs[:, :m_n], index=index, columns=muscles),
             muscle_force=pd.DataFrame(xs[:, :m_n] * caps, index=index, columns=muscles),
             capacity=pd.DataFrame(caps, index=index, columns=muscles),
-            actuator_controls=pd.DataFrame(xs[:, m_n:], index=index, columns=[s.name for s in specs]),
-            reserve_actuation=pd.DataFrame({s.coordinate: xs[:, m_n + j] * s.optimal_force
+            actuator_controls=pd.DataFrame(xs[:, m_n:], index=index,
+                                           columns=[s.name for s in body_specs] + [s.name for s in specs]),
+            reserve_actuation=pd.DataFrame({s.coordinate: xs[:, m_n + len(body_specs) + j] * s.optimal_force
                                             for j, s in enumerate(specs) if s.reserve}, index=index),
             constraint_violation=info.residual[sl],
             converged=info.converged[sl],
@@ -715,8 +936,10 @@ def batched_so_trial(
 
 
 __all__ = [
-    "MOMENT_ARM_MODES", "PENNATION_MODES", "BatchedSOResult", "CoordinateActuatorSpec", "CurveTable",
-    "MuscleParameters", "SOProblem", "SolveInfo", "actuator_specs", "batched_so_trial", "batched_static_optimization",
+    "MOMENT_ARM_MODES", "MUSCLE_CLASSES", "PENNATION_MODES", "BatchedSOResult", "CoordinateActuatorSpec", "CurveTable",
+    "BodyActuatorSpec", "MuscleParameters", "SOProblem", "SolveInfo", "actuator_specs",
+    "body_actuator_generalized_forces", "body_actuator_specs", "model_with_force_sets", "batched_so_trial",
+    "batched_static_optimization",
     "batched_static_optimization_trials",
     "constrained_coordinates", "force_capacity", "muscle_parameters", "required_generalized_forces",
     "solve_static_optimization",
