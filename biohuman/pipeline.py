@@ -106,11 +106,13 @@ def _scaled_model(upstream: Mapping[str, Any]) -> Path:
 
 def step_ik(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any], trial: Mapping[str, Any],
             trc: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Read and repair the trial's markers, run OpenSim IK, low-pass the coordinates.
+    """Read and repair the trial's markers, run inverse kinematics, low-pass the coordinates.
 
-    Writes {trial}_markers.trc (the repaired markers IK used), {trial}.mot (IK, radians),
-    {trial}_filtered.mot (the motion type's cut-off; what every later step uses),
-    {trial}_marker_errors.csv and the IK setup XML.
+    `ik.solver`: "opensim" (InverseKinematicsTool) or "nimble" (`biohuman.dynamics.nimble_ik`: the
+    same weighted marker least squares, per frame, warm started). Writes {trial}_markers.trc (the
+    repaired markers IK used), {trial}.mot (IK, radians), {trial}_filtered.mot (the motion type's
+    cut-off; what every later step uses), {trial}_marker_errors.csv and the IK setup (OpenSim's
+    XML, or nimble's settings JSON).
     """
     from biohuman.dynamics.filters import lowpass
     from biohuman.io.trc import read_trc, write_trc
@@ -129,8 +131,16 @@ def step_ik(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any]
     write_trc(clean_trc, markers, units="m")
     for note in markers.repairs:
         log.info("repaired: %s", note)
-    res = run_ik(model, clean_trc, out_dir / f"{name}.mot", setup_out=out_dir / f"{name}_ik_setup.xml",
-                 accuracy=config["ik"]["accuracy"])
+    solver = config["ik"].get("solver", "opensim")
+    if solver == "nimble":
+        from biohuman.dynamics.nimble_ik import nimble_ik
+
+        res = nimble_ik(model, markers, out_dir / f"{name}.mot")
+    elif solver == "opensim":
+        res = run_ik(model, clean_trc, out_dir / f"{name}.mot", setup_out=out_dir / f"{name}_ik_setup.xml",
+                     accuracy=config["ik"]["accuracy"])
+    else:
+        raise ConfigError(f"ik.solver '{solver}' is not available (opensim | nimble)")
     coords = res.coordinates[list(info.coordinates)]
     rate = 1.0 / float(np.median(np.diff(coords.index.to_numpy())))
     cutoff = cutoff_for(config, trial["motion_type"])
@@ -140,13 +150,13 @@ def step_ik(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any]
     errors.insert(0, "rmse", res.marker_rmse)
     errors.insert(1, "max", res.marker_max)
     errors.to_csv(out_dir / f"{name}_marker_errors.csv", index_label="time")
-    extra = {"solver": "opensim", "frames": len(coords), "cutoff_hz": cutoff, "repairs": list(markers.repairs),
+    extra = {"solver": solver, "frames": len(coords), "cutoff_hz": cutoff, "repairs": list(markers.repairs),
              "marker_rmse_mean_m": float(np.mean(res.marker_rmse)), "marker_max_m": float(np.max(res.marker_max))}
     log.info("IK %d frames, mean RMSE %.1f mm, max %.1f mm", len(coords), 1000 * extra["marker_rmse_mean_m"],
              1000 * extra["marker_max_m"])
     return {"outputs": {"mot": res.out_mot, "filtered_mot": out_dir / f"{name}_filtered.mot", "markers_trc": clean_trc,
                         "marker_errors": out_dir / f"{name}_marker_errors.csv",
-                        "setup": out_dir / f"{name}_ik_setup.xml"}, "extra": extra}
+                        "setup": res.setup}, "extra": extra}
 
 
 def step_ground_forces(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any],
