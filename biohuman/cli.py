@@ -1,5 +1,5 @@
-"""Command line: `biohuman info PATH` (a dataset or one trial), `biohuman plot TRIAL` and
-`biohuman render-preview TRIAL`."""
+"""Command line: `biohuman info PATH` (a dataset or one trial), `biohuman plot TRIAL`,
+`biohuman render-preview TRIAL` and `biohuman predict VIDEO --checkpoint MODEL`."""
 
 from __future__ import annotations
 
@@ -106,6 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--out", type=Path, help="output .png (contact sheet, default) or .mp4")
     p.add_argument("--frames", type=int, default=6, help="frames in the contact sheet")
     p.add_argument("--anny-cache", type=Path, help="Anny cache folder (default $ANNY_CACHE_DIR or results/cache/anny)")
+    p = sub.add_parser("predict", help="video (.mp4) -> predicted pose + activations (.nc, .png, overlay .mp4)")
+    p.add_argument("video", type=Path)
+    p.add_argument("--checkpoint", type=Path,
+                   help="trained model (default: the newest results/train/*/model.pt here)")
+    p.add_argument("-o", "--out", type=Path, help="output .nc (default: VIDEO with suffix .nc)")
+    p.add_argument("--height", type=float, default=1.70, help="subject height, m (scales the skeleton)")
+    p.add_argument("--mass", type=float, default=70.0, help="subject mass, kg (recorded)")
+    p.add_argument("--no-overlay", action="store_true", help="skip the plot and the overlay video")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: the pipeline's stages run in parallel instead)")
+    p = sub.add_parser("validate", help="compare against OpenSim reference results (writes validation.json + plots)")
+    p.add_argument("--external", type=Path, required=True, help="reference data folder (../shared/data/external)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--parts", nargs="+", help="subset of: rajagopal gait2392 c3d (default: all)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "info":
@@ -114,6 +128,31 @@ def main(argv: list[str] | None = None) -> int:
             print(plot_trial(args.trial, args.out))
         elif args.cmd == "render-preview":
             print(render_preview_cmd(args.trial, args.out, args.frames, args.anny_cache))
+        elif args.cmd == "predict":
+            from biohuman.nn.predict import predict_video
+
+            ckpt = args.checkpoint
+            if ckpt is None:
+                found = sorted(Path("results/train").glob("*/model.pt"), key=lambda q: q.stat().st_mtime)
+                if not found:
+                    from biohuman.errors import ConfigError
+
+                    raise ConfigError("no results/train/*/model.pt here; give --checkpoint")
+                ckpt = found[-1]
+            r = predict_video(args.video, ckpt, args.out or args.video.with_suffix(".nc"),
+                              height_m=args.height, mass_kg=args.mass, plot=not args.no_overlay,
+                              overlay=not args.no_overlay, threads=args.threads)
+            for key in ("netcdf", "plot", "overlay"):
+                if key in r:
+                    print(r[key])
+            print(f"{r['n_video_frames']} frames ({r['n_frames']} through the model), "
+                  f"{r['fps_to_netcdf']:.1f} frames/s to NetCDF", file=sys.stderr)
+        elif args.cmd == "validate":
+            from biohuman.validation.report import run_validation, summary_lines
+
+            merged = run_validation(args.external, args.out, parts=args.parts)
+            print("\n".join(summary_lines(merged)))
+            print(args.out / "validation.json")
     except BiohumanError as exc:
         print(f"biohuman: error: {exc}", file=sys.stderr)
         return 2

@@ -123,7 +123,8 @@ ATTRS: dict[str, AttrSpec] = {
     "trial_id": AttrSpec("str", "unique id of the trial in its dataset"),
     "subject_id": AttrSpec("str", "subject id (splits are by subject)"),
     "motion_type": AttrSpec("str", "kind of motion (walk, run, squat, ...)"),
-    "source": AttrSpec("str", "where the motion came from", ("synthetic", "trc", "c3d", "smpl")),
+    "source": AttrSpec("str", "where the motion came from ('predicted': estimated from video by a model)",
+                       ("synthetic", "trc", "c3d", "smpl", "predicted")),
     "model_name": AttrSpec("str", "musculoskeletal model name (e.g. Rajagopal2015)"),
     "model_path": AttrSpec("str", "path of the (scaled) model used"),
     "subject_mass_kg": AttrSpec("float", "subject body mass, kg (> 0)"),
@@ -139,6 +140,12 @@ ATTRS: dict[str, AttrSpec] = {
 }
 REQUIRED_ATTRS: tuple[str, ...] = tuple(ATTRS)
 """Global attributes every trial must carry."""
+
+
+PREDICTED_VARIABLES: tuple[str, ...] = ("joint_angle", "translation", "joint_position", "activation")
+"""The required variables of a predicted trial (attribute source = 'predicted', written by
+`biohuman predict` from video): a model estimates pose and activations only, so the other
+variables are optional there (validated when present)."""
 
 
 def attrs_for(name: str) -> dict[str, Any]:
@@ -280,11 +287,12 @@ def problems_of(ds: xr.Dataset) -> list[str]:
     _check_attrs(ds, problems)
     _check_time(ds, problems)
     _check_labels(ds, problems)
+    predicted = ds.attrs.get("source") == "predicted"
     for name, spec in VARIABLES.items():
         if name not in ds.data_vars:
             if name in ds.coords:
                 problems.append(f"'{name}' must be a data variable, not a coordinate")
-            elif spec.required:
+            elif spec.required and (not predicted or name in PREDICTED_VARIABLES):
                 problems.append(f"missing required variable '{name}' {spec.dims} [{spec.units}]")
             continue
         _check_variable(name, ds[name], spec, problems)
