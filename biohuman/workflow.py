@@ -23,19 +23,39 @@ from biohuman.errors import BiohumanError, ConfigError
 GOOD = ("ok", "flagged")
 
 
+SOURCES = ("synthetic", "trc", "c3d", "smpl")
+"""Motion sources a trial may come from (docs/ingest.md)."""
+
+
 @dataclass(frozen=True)
 class TrialRef:
-    """One trial of the plan: subject, trial id, where its markers come from and what it is."""
+    """One trial of the plan: subject, trial id, where its markers come from and what it is.
+
+    trc: the marker file IK reads (for ingested trials the ingest rule's output). file: the
+    source file as configured (TRC, C3D or AMASS .npz). ingest_status: the ingest rule's record
+    when the trial goes through `ingest` (c3d, smpl, or trc with a marker map or frames), else "".
+    """
 
     subject: str
     trial: str
-    source: str  # "synthetic" | "trc"
+    source: str  # one of SOURCES
     trc: str
     motion_type: str
     motion: str = ""
     grf_mot: str = ""
     external_loads_xml: str = ""
     time_range: tuple[float, float] | None = None
+    file: str = ""
+    marker_map: str = ""
+    frames: tuple[int, int] | None = None
+    forces: bool = True
+    body_model: str = ""
+    ingest_status: str = ""
+
+    @property
+    def marker_input(self) -> str:
+        """What the IK rule depends on: the ingest record when ingested, else the TRC."""
+        return self.ingest_status or self.trc
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +87,18 @@ class Plan:
             return f"{self.results}/synthetic/{subject}/static.trc"
         return str(self.external_subjects[subject]["static_trc"])
 
+    def static_input(self, subject: str) -> str:
+        """What the scale rule depends on: the static ingest record when the subject's static
+        trial is converted (c3d, smpl, mapped trc), else the static TRC."""
+        if subject in self.synthetic_subjects:
+            return self.static_trc(subject)
+        return str(self.external_subjects[subject].get("static_ingest_status") or self.static_trc(subject))
+
+    @property
+    def ingest_subjects(self) -> tuple[str, ...]:
+        """External subjects whose static trial goes through rule ingest_static."""
+        return tuple(s for s, v in self.external_subjects.items() if v.get("static_ingest_status"))
+
 
 def plan(config: Mapping[str, Any]) -> Plan:
     """Expand a validated config into subjects and trials (synthetic first, then external)."""
@@ -86,16 +118,80 @@ def plan(config: Mapping[str, Any]) -> Plan:
     for t in config.get("trials", []):
         if t["subject"] in syn_ids:
             raise ConfigError(f"external subject id '{t['subject']}' clashes with a synthetic subject")
-        prev = ext.setdefault(t["subject"], {"static_trc": t["static_trc"], "mass_kg": t["mass_kg"], "height_m": t["height_m"]})
-        if prev["static_trc"] != t["static_trc"] or prev["mass_kg"] != t["mass_kg"]:
-            raise ConfigError(f"subject '{t['subject']}' has trials with different static trials or masses")
-        trials.append(TrialRef(t["subject"], t["trial"], "trc", t["trc"], t["motion_type"],
-                               grf_mot=t.get("grf_mot", ""), external_loads_xml=t.get("external_loads_xml", ""),
-                               time_range=tuple(t["time_range"]) if "time_range" in t else None))
+        ref, subj = _external_trial(t, R)
+        prev = ext.setdefault(t["subject"], subj)
+        for key in ("source", "static", "static_trc", "mass_kg", "height_m", "marker_map", "body_model"):
+            if prev.get(key) != subj.get(key):
+                raise ConfigError(f"subject '{t['subject']}' has trials with different '{key}' "
+                                  f"({prev.get(key)!r} vs {subj.get(key)!r}); one subject has one source, "
+                                  f"static trial, marker map, body model and body size")
+        trials.append(ref)
     keys = [(t.subject, t.trial) for t in trials]
     if len(set(keys)) != len(keys):
         raise ConfigError("duplicate (subject, trial) pairs in the config")
     return Plan(R, tuple(s.subject_id for s in subjects), ext, tuple(trials))
+
+
+def _external_trial(t: Mapping[str, Any], R: str) -> tuple[TrialRef, dict[str, Any]]:
+    """One row of the config's trials table -> (TrialRef, the subject's entry). Checks the
+    key combinations the schema cannot express, naming the trial."""
+    sid, name = t["subject"], t["trial"]
+    where = f"trials: {sid}/{name}"
+    source = t.get("source", "trc")
+    if source not in SOURCES[1:]:
+        raise ConfigError(f"{where}: source must be one of {', '.join(SOURCES[1:])}, got '{source}'")
+    file = t.get("file") or (t.get("trc", "") if source == "trc" else "")
+    if source != "trc" and "trc" in t:
+        raise ConfigError(f"{where}: 'trc' is for source trc; give the {source} file as 'file'")
+    if t.get("file") and t.get("trc") and t["file"] != t["trc"]:
+        raise ConfigError(f"{where}: give the marker file once ('file' or 'trc')")
+    if not file:
+        raise ConfigError(f"{where}: no motion file ('file')")
+    if "frames" in t and "time_range" in t:
+        raise ConfigError(f"{where}: give either 'frames' or 'time_range', not both")
+    if ("grf_mot" in t) != ("external_loads_xml" in t):
+        raise ConfigError(f"{where}: 'grf_mot' and 'external_loads_xml' go together")
+    if "grf_mot" in t and source != "trc":
+        raise ConfigError(f"{where}: 'grf_mot' is for TRC trials; a C3D's force plates are read from the file")
+    if "forces" in t and source != "c3d":
+        raise ConfigError(f"{where}: 'forces' applies to C3D trials only")
+    if source == "smpl":
+        if not t.get("body_model"):
+            raise ConfigError(f"{where}: an smpl trial needs 'body_model' (the user's SMPL/SMPL-H/SMPL-X .npz)")
+        if t.get("static") or t.get("static_trc"):
+            raise ConfigError(f"{where}: an smpl subject's static trial comes from the body model; remove 'static'")
+    elif "body_model" in t:
+        raise ConfigError(f"{where}: 'body_model' applies to smpl trials only")
+    static = t.get("static") or t.get("static_trc", "")
+    if source in ("trc", "c3d") and not static:
+        raise ConfigError(f"{where}: no static trial ('static')")
+    if t.get("static") and t.get("static_trc") and t["static"] != t["static_trc"]:
+        raise ConfigError(f"{where}: give the static trial once ('static' or 'static_trc')")
+    marker_map = str(t.get("marker_map", ""))
+    if marker_map and source != "smpl":
+        from biohuman.io.c3d import resolve_marker_map
+
+        marker_map = str(resolve_marker_map(marker_map))  # ConfigError for an unknown map
+    frames = tuple(int(f) for f in t["frames"]) if "frames" in t else None
+    ingest = source in ("c3d", "smpl") or bool(marker_map) or frames is not None
+    ing = f"{R}/ingest/{sid}"
+    forces = bool(t.get("forces", True)) and source == "c3d"
+    ref = TrialRef(
+        sid, name, source, f"{ing}/{name}.trc" if ingest else file, t["motion_type"],
+        grf_mot=f"{ing}/{name}_grf.mot" if forces else t.get("grf_mot", ""),
+        external_loads_xml=f"{ing}/{name}_external_loads.xml" if forces else t.get("external_loads_xml", ""),
+        time_range=tuple(t["time_range"]) if "time_range" in t else None,
+        file=file, marker_map=marker_map, frames=frames, forces=forces, body_model=t.get("body_model", ""),
+        ingest_status=f"{ing}/{name}.status.json" if ingest else "",
+    )
+    static_ingest = source in ("c3d", "smpl") or bool(marker_map)
+    subj = {
+        "source": source, "static": static, "static_trc": f"{ing}/static/static.trc" if static_ingest else static,
+        "mass_kg": t["mass_kg"], "height_m": t["height_m"], "marker_map": marker_map,
+        "body_model": t.get("body_model", ""), "betas_from": file if source == "smpl" else "",
+        "static_ingest_status": f"{ing}/static/static.status.json" if static_ingest else "",
+    }
+    return ref, subj
 
 
 def read_upstream(paths: Mapping[str, str | Path]) -> dict[str, dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 
 def source_trc(wc):
-    return PLAN.trial(wc.subject, wc.trial).trc
+    """The trial's markers: its TRC, or its ingest record when the trial is converted (rule ingest)."""
+    return PLAN.trial(wc.subject, wc.trial).marker_input
 
 
 def subject_sheet(wc):
@@ -10,7 +11,8 @@ def subject_sheet(wc):
 
 
 def static_trc(wc):
-    return PLAN.static_trc(wc.subject)
+    """The subject's static TRC, or its static ingest record (rule ingest_static)."""
+    return PLAN.static_input(wc.subject)
 
 
 def render_input(wc):
@@ -33,3 +35,14 @@ def activation_inputs(wc):
     if config["activation_solver"] == "batched_so":
         ins["surrogate"] = f"{R}/surrogate/{wc.subject}/surrogate.status.json"
     return ins
+
+
+def ingest_file(wc):
+    """The motion file to convert for the ingest step (TRC, C3D or AMASS .npz)."""
+    return PLAN.trial(wc.subject, wc.trial).file
+
+
+def ingest_static_files(wc):
+    """Files the static ingest reads: the static trial, or the body model and the sequence giving the betas."""
+    s = PLAN.external_subjects[wc.subject]
+    return [p for p in (s.get("static"), s.get("body_model"), s.get("betas_from")) if p]
