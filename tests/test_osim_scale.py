@@ -204,3 +204,24 @@ def test_scale_fit_statistics_with_misplaced_markers(subject: Path, reduced: boo
     assert np.sqrt(np.mean(errs**2)) < 3.0  # overall RMS error across segments and draws
     assert np.median(worst) < 4.5
     assert np.mean(np.array(worst) > 6.0) <= 0.2
+
+
+def test_segments_without_markers_take_the_overall_factor(subject: Path) -> None:
+    """A lab set without arm markers still scales: humerus and forearm get the geometric mean of
+    the fitted factors (and are reported), the measured segments keep their own fit."""
+    names = list(skin_markers(model_info(str(subject))))
+    pose = standing_pose(subject)
+    gen = load_osim(rajagopal_path())
+    meas = load_measurements()
+    arm = {x for m in meas if m.name in ("humerus", "forearm") for pair in m.pairs for x in pair}
+    other = {x for m in meas if m.name not in ("humerus", "forearm") for pair in m.pairs for x in pair}
+    xyz = model_marker_positions(str(subject), pose, names)
+    exp = {n: p for n, p in zip(names, xyz) if n not in arm - other}
+    full = _fit_measurements(gen, meas, dict(zip(names, xyz)), LOWER_LIMB_STATIC_POSE, Path("s.trc"))
+    fit = _fit_measurements(gen, meas, exp, LOWER_LIMB_STATIC_POSE, Path("s.trc"))
+    assert set(fit.unobserved) == {"humerus", "forearm"}
+    measured = [k for k in fit.factors if k not in fit.unobserved]
+    overall = float(np.exp(np.mean(np.log([fit.factors[k] for k in measured]))))
+    assert fit.factors["humerus"] == pytest.approx(overall) and fit.factors["forearm"] == pytest.approx(overall)
+    for k in measured:  # exact markers: the measured segments are still recovered
+        assert fit.factors[k] == pytest.approx(full.factors[k], rel=2e-3), k

@@ -33,6 +33,7 @@ import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -359,6 +360,10 @@ def _model_bodies(path: Path) -> list[str]:
 # Measurement fit
 
 
+FALLBACK_FORBIDDEN = frozenset({"pelvis", "femur", "tibia", "foot"})
+"""Measurements that must have a marker pair in the static trial (no overall-factor fallback)."""
+
+
 @dataclass(frozen=True)
 class _Fit:
     factors: dict[str, float]
@@ -366,6 +371,8 @@ class _Fit:
     residuals: dict[str, float]
     markers: tuple[str, ...]
     sigma: float
+    unobserved: tuple[str, ...] = ()
+    """Measurements none of whose pairs the static trial has: given the subject's overall factor."""
 
 
 def _scaled_copy_positions(generic_model, pose: Mapping[str, float], scales: Mapping[str, np.ndarray],  # noqa: ANN001
@@ -404,6 +411,19 @@ def _fit_measurements(generic_model, measurements: Sequence[Measurement], exp: M
 
     ms = generic_model.getMarkerSet()
     model_markers = {ms.get(i).getName() for i in range(ms.getSize())}
+    # a lab marker set may lack a segment's markers (e.g. no upper-arm markers): that segment
+    # takes the subject's overall factor (geometric mean of the fitted ones) instead of failing;
+    # the segments that carry gait (FALLBACK_FORBIDDEN) must be measured
+    observed = [m for m in measurements if any(a in exp and b in exp for a, b in m.pairs)]
+    unobserved = tuple(m.name for m in measurements if m not in observed)
+    if not observed:
+        raise MarkerError("no measurement of the scaling set has a marker pair in the static trial", trc)
+    if unobserved and not set(unobserved) & FALLBACK_FORBIDDEN:
+        fit = _fit_measurements(generic_model, observed, exp, pose, trc, proportion_prior)
+        overall = float(np.exp(np.mean(np.log(list(fit.factors.values())))))
+        return dataclasses.replace(fit, factors={**fit.factors, **{n: overall for n in unobserved}},
+                                   ratio_factors={**fit.ratio_factors, **{n: overall for n in unobserved}},
+                                   unobserved=unobserved)
     pairs: list[tuple[str, str, int]] = []
     seen: set[frozenset[str]] = set()
     dropped: dict[str, list[str]] = {}
@@ -614,6 +634,7 @@ def scale_model(generic: str | Path | None, static_trc: str | Path, mass_kg: flo
         "model": str(out_osim), "generic": str(generic), "static_trc": str(static_trc), "mass_kg": mass_kg,
         "time_range_s": [t0, t1], "measurements": [m.name for m in meas],
         "segment_factors": fit.factors, "segment_ratio_factors": fit.ratio_factors,
+        "unobserved_measurements": list(fit.unobserved),
         "scale_factors": {b: v.tolist() for b, v in applied.items()},
         "pair_residuals_m": fit.residuals,
         "marker_rmse_m": result.marker_rmse, "marker_max_m": result.marker_max,
