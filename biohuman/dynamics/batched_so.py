@@ -549,7 +549,7 @@ def torch_bmv(m, v):  # noqa: ANN001, ANN201
     return torch.bmm(m, v.unsqueeze(-1)).squeeze(-1)
 
 
-def solve_static_optimization(problem: SOProblem, *, p: float = 2.0, max_iterations: int = 50,  # noqa: ANN201
+def solve_static_optimization(problem: SOProblem, *, p: float = 2.0, max_iterations: int = 200,  # noqa: ANN201
                               tolerance: float = 1e-9):
     """Batched box-constrained minimum-sum-|x|^p solve of A x = tau (semismooth Newton on the
     dual, Armijo line search; see the module docstring).
@@ -752,7 +752,7 @@ def batched_static_optimization_trials(
     pennation: str = "opensim",
     moment_arms: str = "opensim",
     device: str = "cpu",
-    max_iterations: int = 50,
+    max_iterations: int = 200,
     tolerance: float = 1e-9,
     force_set_files: Sequence[str | Path] = (),
 ) -> list[BatchedSOResult]:

@@ -53,7 +53,7 @@ from biohuman.io.atomic import atomic_path
 from biohuman.osim.model import load_model, opensim, opensim_version
 
 MOMENT_ARM_MODES = ("opensim", "dLdq")
-SURROGATE_VERSION = 1
+SURROGATE_VERSION = 2  # 2: higher degrees for muscles spanning 1-3 coordinates
 """Bumped when the fitting procedure changes (invalidates caches)."""
 
 _SPAN_TOL_M = 1e-4
@@ -622,7 +622,10 @@ def fit_muscle_surrogate(
         x = x_all[:, cols]
         target = data[f"{key_t}_{i}"]
         best = None
-        for deg in range(min_degree, max_degree + 1):
+        # muscles spanning few coordinates get higher degrees (cheap: few monomials); the vasti's
+        # patellar path over a deep-squat knee range needs degree 7-8 in the knee angle alone
+        cap = min(8, max_degree + max(0, 4 - len(cols)))
+        for deg in range(min_degree, cap + 1):
             if len(monomial_exponents(len(cols), deg)) * 1.5 > len(train):
                 break
             fit, err = _fit_one(x, data["length"][:, i], target, half[cols], train, test, deg, moment_arms, 0.05)
