@@ -52,6 +52,9 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if errors:
         lines = [f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    from biohuman.reference import check_reference_config
+
+    check_reference_config(cfg)  # reference_solvers.trials must name trials of this config
     return cfg
 
 
