@@ -3,7 +3,8 @@
 Trials: OpenSim's example3DWalking (Rajagopal walking, `subject_walk_scaled.osim` +
 `coordinates.sto` + `grf_walk.xml` from the external reference data) and every workflow trial
 under --results (results/scale/{subject}/model.osim, results/ik/{subject}/{trial}_filtered.mot,
-results/grf/{subject}/{trial}_grf.mot + _external_loads.xml). Per trial, OpenSim SO solves
+results/grf/{subject}/{trial}_grf.mot + _external_loads.xml, and the subject's muscle surrogate
+results/surrogate/{subject}/ when the workflow fitted one). Per trial, OpenSim SO solves
 --frames rows starting at --start (trial start if omitted; lowpass off, auto reserves); the
 batched solver solves the same rows from the same prepared coordinates file OpenSim read, with
 nimble inverse dynamics (OpenSim SO's target accelerations: qdd_method="speed_spline").
@@ -76,9 +77,10 @@ def trials(external: Path | None, results: Path | None, work: Path, include_exam
             if not model.is_file() or not xml.is_file():
                 print(f"{subject}/{trial} skipped: model or external loads missing")
                 continue
+            sur = results / "surrogate" / subject / "surrogate.status.json"
             out.append({"name": f"{subject}/{trial}", "model": model, "coordinates": mot,
                         "external_loads": absolute_external_loads(xml, work / subject / f"{trial}_external_loads.xml"),
-                        "start": None})
+                        "start": None, "surrogate": sur if sur.is_file() else None})
     return out
 
 
@@ -115,7 +117,14 @@ def run_trial(tr: dict, frames: int, work: Path) -> dict:
     grf = load_measured_grf(Path(ext.getDataFileName()), tr["external_loads"], contact_threshold_n=-np.inf)
     free = [c for c in q.columns if not c.endswith("_beta")]
     tic = time.perf_counter()
-    sur = fit_muscle_surrogate(tr["model"], coordinate_ranges(q_full[[c for c in q_full.columns if c in free]]))
+    if tr.get("surrogate"):  # the workflow's per-subject surrogate (fitted over all its trials)
+        from biohuman.dynamics.muscles import MuscleSurrogate
+        from biohuman.io.dataset import read_status
+
+        sur = MuscleSurrogate.load(read_status(tr["surrogate"])["outputs"]["surrogate"])
+        sur.metadata["cache"] = {"hit": True}
+    else:
+        sur = fit_muscle_surrogate(tr["model"], coordinate_ranges(q_full[[c for c in q_full.columns if c in free]]))
     t_fit = time.perf_counter() - tic
     torch.set_num_threads(1)
     kw = {"time_range": (t0, t1), "qdd_method": "speed_spline", "surrogate": sur}
@@ -135,7 +144,14 @@ def run_trial(tr: dict, frames: int, work: Path) -> dict:
 def correlations(a: np.ndarray, b: np.ndarray, min_std: float = 0.005) -> np.ndarray:
     """Pearson r per muscle (columns) where the reference b varies (std > min_std)."""
     keep = np.flatnonzero(b.std(axis=0) > min_std)
-    return np.array([np.corrcoef(a[:, i], b[:, i])[0, 1] for i in keep])
+    return np.array([np.corrcoef(a[:, i], b[:, i])[0, 1] for i in keep], dtype=float)
+
+
+def _r_text(rs: np.ndarray) -> str:
+    """Median and minimum of per-muscle r, or a note when no muscle varies in the window."""
+    if rs.size == 0:
+        return "no muscle varies (std > 0.005) in this window"
+    return f"Pearson r median {np.median(rs):.4f} min {rs.min():.4f} over {len(rs)} varying muscles"
 
 
 def end_to_end(results: Path, work: Path, ik_solver: str) -> dict:
@@ -272,7 +288,7 @@ def _run(args: argparse.Namespace, work: Path) -> int:
               f"nimble ID {1000 * r['t_id'] / r['id_rows']:.3f} ms/row ({r['id_rows']} rows) | surrogate fit "
               f"{r['fit_total']:.1f} s{' (cached)' if r['fit_cached'] else ''}")
         print(f"  activation RMSE {np.sqrt(np.mean(d ** 2)):.5f}, max |err| {np.abs(d).max():.4f}, "
-              f"Pearson r median {np.median(rs):.4f} min {rs.min():.4f} over {len(rs)} varying muscles; "
+              f"{_r_text(rs)}; "
               f"batched max violation {r['max_violation']:.2e} N m, {r['iterations']} Newton iterations; "
               f"OpenSim failed frames {r['osim_failed']}; surrogate held-out moment-arm RMSE median "
               f"{r['surrogate_mm']['moment_arm_rmse_median']:.3f} mm, "

@@ -486,13 +486,15 @@ def step_trial_dataset(*, upstream: Mapping, log: logging.Logger, config: Mappin
     reserve_coords = [c for c in rot if c in res.columns and c not in pelvis_rot]
     com = center_of_mass(model, coords)
     qc_cfg = QCConfig(**config.get("qc", {}))
+    so_viol = viol["constraint_violation"].to_numpy(dtype=float)
     report = run_qc(
         ik_rmse=err["rmse"].to_numpy(), ik_max=err["max"].to_numpy(),
         residual_force=ds["residual_force"].to_numpy(),
         residual_moment=ds["joint_moment"].sel(coordinate=pelvis_rot).to_numpy(),
         reserve=_on(t, res, reserve_coords) if reserve_coords else None,
         joint_moment=ds["joint_moment"].sel(coordinate=reserve_coords).to_numpy() if reserve_coords else None,
-        so_violation=viol["constraint_violation"].to_numpy(),
+        # CMC / MocoInverse solve no static-optimization moment balance: their violation is NaN
+        so_violation=so_viol if np.isfinite(so_viol).any() else None,
         body_mass_kg=float(scale["mass_kg"]), com_height_m=float(np.median(com[:, 1])) if trial["motion_type"] != "jump" else float(com[0, 1]),
         config=qc_cfg, external_force=g[:, :, 0:3].sum(axis=1),
         repairs=tuple(upstream["ik"].get("extra", {}).get("repairs", [])),

@@ -66,7 +66,7 @@ def test_solver_matches_slsqp(p: float) -> None:
                        bounds=list(zip(lo, hi)), constraints={"type": "eq", "fun": lambda v: a @ v - b},
                        options={"ftol": 1e-14, "maxiter": 500})
         ours = x[t].numpy()
-        assert np.sum(np.abs(ours) ** p) <= res.fun + 1e-6
+        assert np.sum(np.abs(ours) ** p) <= res.fun * (1 + 1e-9) + 1e-6  # relative: objectives reach 1e4
         assert np.allclose(ours, res.x, atol=2e-4)
         assert np.all(ours >= lo - 1e-12) and np.all(ours <= hi + 1e-12)
 
