@@ -3,6 +3,7 @@
 # biohuman package; rules are adapters (workflow/scripts) that call one biohuman function.
 from biohuman.config import validate_config
 from biohuman.pipeline import anny_cache_dir
+from biohuman.reference import reference_targets
 from biohuman.workflow import plan
 
 configfile: "config.yaml"
@@ -31,7 +32,23 @@ rule label:
         [f"{R}/activations/{t.subject}/{t.trial}.status.json" for t in PLAN.trials],
 
 
+rule reference:
+    """Reference solvers (CMC, MocoInverse) on the window of the trials in reference_solvers."""
+    input:
+        reference_targets(config, PLAN),
+
+
+rule train:
+    """Train end_to_end and the two-stage baseline on both held-out splits and evaluate them all
+    (docs/training.md): metrics.json with per-subject bootstrap CIs, plots."""
+    input:
+        f"{R}/eval/metrics.json",
+
+
 include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
 include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/label.smk"
 include: "workflow/rules/dataset.smk"
+include: "workflow/rules/reference.smk"
+include: "workflow/rules/train.smk"

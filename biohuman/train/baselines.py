@@ -1,0 +1,88 @@
+"""Baselines evaluated next to the end-to-end model.
+
+- `MotionMean`: the training set's mean activation trajectory of each motion type over the
+  movement phase (trial time normalised to [0, 1]), read at the test trial's phase. A motion type
+  absent from training (the held-out-motions split) gets the mean over all training motions.
+- Two-stage: a video -> pose model (`BioHumanNet` with the activation head off, trained on pose
+  losses) and, trained separately on the labelled coordinates, `PoseToActivation`: a temporal
+  convolution network from coordinates (and their frame-to-frame differences) to activations.
+  At test time the second stage reads the first stage's predicted coordinates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class MotionMean:
+    """Phase-aligned mean activation trajectory per motion type (see module doc)."""
+
+    def __init__(self, n_phase: int = 101) -> None:
+        self.phase = np.linspace(0.0, 1.0, n_phase)
+        self.means: dict[str, np.ndarray] = {}
+        self.overall: np.ndarray | None = None
+
+    def fit(self, seqs: Sequence[Mapping[str, Any]]) -> "MotionMean":
+        """seqs: training sequences with `motion`, `phase [F]`, `y_activation [F,M]`; each trial
+        counts once (sequences of the same trial from other cameras are skipped)."""
+        per_motion: dict[str, list[np.ndarray]] = {}
+        seen = set()
+        for s in seqs:
+            if s["trial_id"] in seen:
+                continue
+            seen.add(s["trial_id"])
+            a = np.asarray(s["y_activation"], np.float64)
+            traj = np.stack([np.interp(self.phase, s["phase"], a[:, m]) for m in range(a.shape[1])], axis=1)
+            per_motion.setdefault(str(s["motion"]), []).append(traj)
+        if not per_motion:
+            raise ValueError("MotionMean.fit: no training sequences")
+        self.means = {k: np.mean(v, axis=0) for k, v in per_motion.items()}
+        self.overall = np.mean([t for v in per_motion.values() for t in v], axis=0)
+        return self
+
+    def predict(self, motion: str, phase: np.ndarray) -> np.ndarray:
+        """[F, M] activation at the given phases (in [0, 1]) for a motion type."""
+        mean = self.means.get(str(motion), self.overall)
+        assert mean is not None, "MotionMean.predict before fit"
+        return np.stack([np.interp(phase, self.phase, mean[:, m]) for m in range(mean.shape[1])], axis=1
+                        ).astype(np.float32)
+
+
+class PoseToActivation(nn.Module):
+    """Coordinates [B,T,C] (rad) -> activation [B,T,M] in [0, 1] with a non-causal dilated
+    temporal convolution stack; padded frames (mask False) are zeroed at every layer.
+
+    Input: `batch["pose_coords"]` when present (the first stage's prediction at test time), else
+    `batch["y_coords"]` (labels, training). During training, Gaussian noise of `input_noise_deg`
+    is added to the coordinates so the second stage tolerates the first stage's errors.
+    cfg: `n_coords`, `n_muscles`, `hidden` (channels), `layers`, `kernel`, `dropout`, `input_noise_deg`.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.cfg = dict(cfg)
+        C, M, H = int(cfg["n_coords"]), int(cfg["n_muscles"]), int(cfg.get("hidden", 128))
+        k = int(cfg.get("kernel", 5))
+        self.noise = float(np.deg2rad(float(cfg.get("input_noise_deg", 0.0))))
+        self.inp = nn.Conv1d(2 * C + 1, H, 1)
+        self.blocks = nn.ModuleList(
+            nn.Conv1d(H, H, k, padding=(k // 2) * 2 ** i, dilation=2 ** i) for i in range(int(cfg.get("layers", 4))))
+        self.drop = nn.Dropout(float(cfg.get("dropout", 0.1)))
+        self.out = nn.Conv1d(H, M, 1)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        q = batch["pose_coords"] if "pose_coords" in batch else batch["y_coords"]   # [B,T,C]
+        m = batch["mask"].to(q.dtype).unsqueeze(1)                                      # [B,1,T]
+        if self.training and self.noise > 0:
+            q = q + self.noise * torch.randn_like(q)
+        dq = torch.cat([torch.zeros_like(q[:, :1]), q[:, 1:] - q[:, :-1]], dim=1)
+        h_in = torch.cat([q, dq * 10.0, batch["height_m"].view(-1, 1, 1).expand(-1, q.shape[1], 1)], dim=-1)
+        h = torch.relu(self.inp(h_in.transpose(1, 2))) * m                              # [B,H,T]
+        for conv in self.blocks:
+            h = h + torch.relu(conv(self.drop(h))) * m
+        return {"activation": torch.sigmoid(self.out(h)).transpose(1, 2)}            # [B,T,M]
