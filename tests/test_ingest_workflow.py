@@ -248,6 +248,20 @@ def _int_param(c, group: str, name: str, values, dims) -> None:  # noqa: ANN001
 
 
 def write_c3d(path: Path, data: MarkerData, plates: list[dict] | None = None) -> None:
+    """Write the C3D of `_write_c3d_here` in a fresh interpreter: once OpenSim's SWIG module has
+    run in this process (earlier tests), ezc3d's writer no longer resolves its own overloads
+    (TypeError in Parameter_set; reading is unaffected)."""
+    import pickle
+
+    job = Path(path).with_suffix(".job.pkl")
+    job.write_bytes(pickle.dumps((str(path), data, plates)))
+    code = ("import pickle, sys; sys.path.insert(0, sys.argv[2]); import test_ingest_workflow as t; "
+            "t._write_c3d_here(*pickle.loads(open(sys.argv[1], 'rb').read()))")
+    subprocess.run([sys.executable, "-c", code, str(job), str(Path(__file__).parent)], check=True)
+    job.unlink()
+
+
+def _write_c3d_here(path: Path, data: MarkerData, plates: list[dict] | None = None) -> None:
     """A C3D (mm, Z-up lab: the inverse of read_c3d's rotation) written with ezc3d.
 
     plates: per plate {"centre": (3,), "half": (a, b) m, "force", "cop", "torque": (T, 3)} in the

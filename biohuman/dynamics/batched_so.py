@@ -535,6 +535,11 @@ class SOProblem:
     def __post_init__(self) -> None:
         self.a_mus_t = self.a_mus.transpose(1, 2).contiguous()
 
+    def subset(self, idx):  # noqa: ANN001, ANN201
+        """The problems of frames `idx` (a 1-D index tensor) only."""
+        return SOProblem(a_mus=self.a_mus[idx], rows=self.rows, act_coord=self.act_coord,
+                         act_force=self.act_force, tau=self.tau[idx], lo=self.lo, hi=self.hi)
+
 
 def torch_zeros_like(t):  # noqa: ANN001, ANN201
     import torch
@@ -572,13 +577,13 @@ def solve_static_optimization(problem: SOProblem, *, p: float = 2.0, max_iterati
     lam = pr.newton_step(torch.full((t_n, lo.shape[1]), 0.5, dtype=tau.dtype, device=tau.device), -tau)
     scale = 1.0 + tau.abs().amax(-1)
 
-    def evaluate(lam_):  # noqa: ANN001, ANN202
-        x_, dx_ = _primal(pr.transposed_product(lam_), lo, hi, p)
-        g_ = pr.product(x_) - tau
+    def evaluate(pb, lam_, lo_, hi_):  # noqa: ANN001, ANN202 - a (sub)problem and its multipliers
+        x_, dx_ = _primal(pb.transposed_product(lam_), lo_, hi_, p)
+        g_ = pb.product(x_) - pb.tau
         psi_ = (x_.abs() ** p).sum(-1) - (lam_ * g_).sum(-1)  # dual function (concave)
         return x_, dx_, g_, psi_
 
-    x, dx, g, psi = evaluate(lam)
+    x, dx, g, psi = evaluate(pr, lam, lo, hi)
     it = 0
     for it in range(1, max_iterations + 1):
         res = g.abs().amax(-1)
@@ -586,25 +591,32 @@ def solve_static_optimization(problem: SOProblem, *, p: float = 2.0, max_iterati
         if not bool(todo.any()):
             it -= 1
             break
-        step = pr.newton_step(dx, g)
-        step = torch.where(todo[:, None], step, torch.zeros_like(step))
-        slope = -(g * step).sum(-1)  # directional derivative of psi (>= 0)
-        t_step = torch.ones(t_n, dtype=tau.dtype, device=tau.device)
-        pending = todo.clone()
+        # only the frames not yet converged take part (most converge in 6-9 iterations; the
+        # few hard ones of a running or jumping trial may need dozens)
+        idx = torch.nonzero(todo).squeeze(1)
+        sub = pr if len(idx) == t_n else pr.subset(idx)
+        lo_s, hi_s = lo[idx], hi[idx]
+        lam_s, x_s, dx_s, g_s, psi_s = lam[idx], x[idx], dx[idx], g[idx], psi[idx]
+        step = sub.newton_step(dx_s, g_s)
+        slope = -(g_s * step).sum(-1)  # directional derivative of psi (>= 0)
+        n_s = len(idx)
+        t_step = torch.ones(n_s, dtype=tau.dtype, device=tau.device)
+        pending = torch.ones(n_s, dtype=torch.bool, device=tau.device)
         for _ in range(40):
-            new = lam + t_step[:, None] * step
-            x1, dx1, g1, psi1 = evaluate(new)
-            ok = psi1 >= psi + 1e-4 * t_step * slope - 1e-13 * psi.abs()
+            new = lam_s + t_step[:, None] * step
+            x1, dx1, g1, psi1 = evaluate(sub, new, lo_s, hi_s)
+            ok = psi1 >= psi_s + 1e-4 * t_step * slope - 1e-13 * psi_s.abs()
             accept = pending & ok
-            lam = torch.where(accept[:, None], new, lam)
-            x = torch.where(accept[:, None], x1, x)
-            dx = torch.where(accept[:, None], dx1, dx)
-            g = torch.where(accept[:, None], g1, g)
-            psi = torch.where(accept, psi1, psi)
+            lam_s = torch.where(accept[:, None], new, lam_s)
+            x_s = torch.where(accept[:, None], x1, x_s)
+            dx_s = torch.where(accept[:, None], dx1, dx_s)
+            g_s = torch.where(accept[:, None], g1, g_s)
+            psi_s = torch.where(accept, psi1, psi_s)
             pending = pending & ~ok
             if not bool(pending.any()):
                 break
             t_step = torch.where(pending, 0.5 * t_step, t_step)
+        lam[idx], x[idx], dx[idx], g[idx], psi[idx] = lam_s, x_s, dx_s, g_s, psi_s
     res = g.abs().amax(-1)
     conv = res <= tolerance * scale
     return x, SolveInfo(iterations=it, converged=conv.cpu().numpy(), residual=res.cpu().numpy())
