@@ -133,7 +133,12 @@ def run_trial(tr: dict, frames: int, work: Path) -> dict:
     a = res.activation.to_numpy()
     b = ref.activation[list(res.activation.columns)].reindex(res.activation.index, method="nearest",
                                                               tolerance=1e-6).to_numpy()
-    return {"name": tr["name"], "frames": len(a), "t_osim": t_osim, "t_batched": res.timing_s["total"],
+    ra = res.reserve_actuation
+    others = [c for c in ra.columns if not c.startswith("pelvis")]
+    # frames where the muscles can produce the motion: no non-pelvis reserve above 1 N m in the
+    # batched solution and no muscle saturated (>= 0.95) in OpenSim's
+    suffice = (ra[others].abs().max(axis=1).to_numpy() <= 1.0 if others else np.ones(len(a), bool)) & (b.max(axis=1) < 0.95)
+    return {"suffice": suffice, "name": tr["name"], "frames": len(a), "t_osim": t_osim, "t_batched": res.timing_s["total"],
             "t_id": res.timing_s["inverse_dynamics"], "id_rows": len(q), "t_fit": t_fit,
             "fit_cached": sur.metadata["cache"]["hit"],
             "fit_total": sur.metadata["timing_s"]["total"], "a": a, "b": b, "muscles": list(res.activation.columns),
@@ -295,6 +300,14 @@ def _run(args: argparse.Namespace, work: Path) -> int:
               f"max {r['surrogate_mm']['moment_arm_rmse_max']:.3f} mm")
         worst = np.argsort(-np.abs(d).max(axis=0))[:3]
         print("  largest differences: " + ", ".join(f"{r['muscles'][i]} {np.abs(d[:, i]).max():.4f}" for i in worst))
+    m = [r["suffice"] for r in rows]
+    a_s = np.concatenate([r["a"][k] for r, k in zip(rows, m)])
+    b_s = np.concatenate([r["b"][k] for r, k in zip(rows, m)])
+    rs_s = np.concatenate([correlations(r["a"][k], r["b"][k]) for r, k in zip(rows, m) if k.sum() > 2])
+    print(f"on the {len(a_s)} of {sum(r['frames'] for r in rows)} frames where the muscles suffice (no non-pelvis "
+          f"reserve > 1 N m, no OpenSim activation >= 0.95): activation RMSE {np.sqrt(np.mean((a_s - b_s) ** 2)):.5f}, "
+          f"max |err| {np.abs(a_s - b_s).max():.4f}, {_r_text(rs_s)}; per trial: " + ", ".join(
+              f"{r['name']} {np.abs(r['a'][k] - r['b'][k]).max():.4f}" for r, k in zip(rows, m) if k.any()))
     a = np.concatenate([r["a"] for r in rows])
     b = np.concatenate([r["b"] for r in rows])
     rs = np.concatenate([correlations(r["a"], r["b"]) for r in rows])
