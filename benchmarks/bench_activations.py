@@ -138,7 +138,8 @@ def run_trial(tr: dict, frames: int, work: Path) -> dict:
     # frames where the muscles can produce the motion: no non-pelvis reserve above 1 N m in the
     # batched solution and no muscle saturated (>= 0.95) in OpenSim's
     suffice = (ra[others].abs().max(axis=1).to_numpy() <= 1.0 if others else np.ones(len(a), bool)) & (b.max(axis=1) < 0.95)
-    return {"suffice": suffice, "name": tr["name"], "frames": len(a), "t_osim": t_osim, "t_batched": res.timing_s["total"],
+    osim_ok = ~np.asarray(ref.failed, dtype=bool)[: len(a)] if len(np.atleast_1d(ref.failed)) == len(a) else np.ones(len(a), bool)
+    return {"osim_ok": osim_ok, "suffice": suffice, "name": tr["name"], "frames": len(a), "t_osim": t_osim, "t_batched": res.timing_s["total"],
             "t_id": res.timing_s["inverse_dynamics"], "id_rows": len(q), "t_fit": t_fit,
             "fit_cached": sur.metadata["cache"]["hit"],
             "fit_total": sur.metadata["timing_s"]["total"], "a": a, "b": b, "muscles": list(res.activation.columns),
@@ -300,6 +301,14 @@ def _run(args: argparse.Namespace, work: Path) -> int:
               f"max {r['surrogate_mm']['moment_arm_rmse_max']:.3f} mm")
         worst = np.argsort(-np.abs(d).max(axis=0))[:3]
         print("  largest differences: " + ", ".join(f"{r['muscles'][i]} {np.abs(d[:, i]).max():.4f}" for i in worst))
+    m = [r["osim_ok"] for r in rows]
+    a_s = np.concatenate([r["a"][k] for r, k in zip(rows, m)])
+    b_s = np.concatenate([r["b"][k] for r, k in zip(rows, m)])
+    rs_s = np.concatenate([correlations(r["a"][k], r["b"][k]) for r, k in zip(rows, m) if k.sum() > 2])
+    print(f"on the {len(a_s)} of {sum(r['frames'] for r in rows)} frames where OpenSim's optimizer converged: "
+          f"activation RMSE {np.sqrt(np.mean((a_s - b_s) ** 2)):.5f}, max |err| {np.abs(a_s - b_s).max():.4f}, "
+          f"{_r_text(rs_s)}; per trial max: " + ", ".join(
+              f"{r['name']} {np.abs(r['a'][k] - r['b'][k]).max():.4f}" for r, k in zip(rows, m) if k.any()))
     m = [r["suffice"] for r in rows]
     a_s = np.concatenate([r["a"][k] for r, k in zip(rows, m)])
     b_s = np.concatenate([r["b"][k] for r, k in zip(rows, m)])
