@@ -1,7 +1,7 @@
 # biohuman workflow: motion capture -> OpenSim labels -> dataset.
 # Thin on purpose: configuration, schema validation, rule files, targets. All logic lives in the
 # biohuman package; rules are adapters (workflow/scripts) that call one biohuman function.
-from biohuman.config import validate_config
+from biohuman.config import labelling_config, validate_config
 from biohuman.pipeline import anny_cache_dir
 from biohuman.reference import reference_targets
 from biohuman.workflow import plan
@@ -10,6 +10,7 @@ configfile: "config.yaml"
 
 
 config.update(validate_config(config))  # schema: workflow/schemas/config.schema.yaml (defaults filled)
+LABEL_CONFIG = labelling_config(config)  # what labelling rules see: editing `train` re-labels nothing
 PLAN = plan(config)
 R = config["results"]
 ANNY_CACHE = str(anny_cache_dir(config))

@@ -77,3 +77,19 @@ def config_hash(config: Mapping[str, Any]) -> str:
     """Stable short hash of a (validated) config, recorded in every output's provenance."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+NON_LABELLING_KEYS: tuple[str, ...] = ("train", "reference_solvers")
+"""Config sections that do not change the labels: the labelling rules never see them, so editing
+them (e.g. training settings) does not make Snakemake re-label every trial."""
+
+
+def labelling_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a validated config the labelling rules get (their params and provenance hash).
+
+    `activation_solver: cmc | moco_inverse` reads its solver options from `reference_solvers`,
+    which is then kept."""
+    drop = set(NON_LABELLING_KEYS)
+    if config.get("activation_solver") in ("cmc", "moco_inverse"):
+        drop.discard("reference_solvers")
+    return {k: v for k, v in config.items() if k not in drop}

@@ -141,3 +141,23 @@ def test_end_to_end_with_a_corrupt_trial_and_reproducible(tmp_path):
     assert {k: v for k, v in a.attrs.items() if k not in skip} == {k: v for k, v in b.attrs.items() if k not in skip}
     for d in (*runs, results):
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_labelling_rules_do_not_see_training_settings() -> None:
+    """Editing `train` or `reference_solvers` must not change what the labelling rules get (their
+    params and provenance hash), or Snakemake would re-label every trial; CMC / MocoInverse as the
+    activation solver keep their options."""
+    from biohuman.config import config_hash, labelling_config, validate_config
+
+    base = validate_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    edited = {**base, "train": {**base["train"], "epochs": base["train"]["epochs"] + 7},
+              "reference_solvers": {**base["reference_solvers"], "window_s": 0.123}}
+    assert "train" not in labelling_config(base) and "reference_solvers" not in labelling_config(base)
+    assert config_hash(labelling_config(edited)) == config_hash(labelling_config(base))
+    changed = {**base, "ik": {**base["ik"], "solver": "opensim" if base["ik"]["solver"] == "nimble" else "nimble"}}
+    assert config_hash(labelling_config(changed)) != config_hash(labelling_config(base))
+    cmc = {**edited, "activation_solver": "cmc"}
+    assert labelling_config(cmc)["reference_solvers"]["window_s"] == 0.123
+    rules = "".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk")
+                    if p.stem not in ("train", "reference"))
+    assert "config=config," not in rules  # every labelling rule passes LABEL_CONFIG

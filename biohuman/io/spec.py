@@ -132,7 +132,7 @@ ATTRS: dict[str, AttrSpec] = {
     "activation_solver": AttrSpec("str", "solver that produced `activation` (e.g. batched_so, opensim_so, cmc)"),
     "biohuman_version": AttrSpec("str", "biohuman package version"),
     "git_sha": AttrSpec("str", "git commit of the biohuman checkout ('unknown' outside git)"),
-    "config_hash": AttrSpec("str", "hash of the validated run configuration"),
+    "config_hash": AttrSpec("str", "hash of the validated labelling configuration (train and reference_solvers excluded)"),
     "opensim_version": AttrSpec("str", "OpenSim version used"),
     "created": AttrSpec("str", "creation time, ISO 8601 with a UTC offset of zero"),
     "qc_status": AttrSpec("str", "'flagged' when any qc_flag is 1, else 'pass'", ("pass", "flagged")),

@@ -14,7 +14,7 @@ rule trial_dataset:
     output:
         status=f"{R}/dataset/{{subject}}/{{trial}}.status.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
         trial=lambda wc: PLAN.trial(wc.subject, wc.trial).to_dict(),
     log:
         f"{R}/logs/trial_dataset/{{subject}}/{{trial}}.log",
@@ -59,7 +59,7 @@ rule render:
     output:
         status=f"{R}/render/{{subject}}/{{trial}}.status.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
         trial=lambda wc: PLAN.trial(wc.subject, wc.trial).to_dict(),
     log:
         f"{R}/logs/render/{{subject}}/{{trial}}.log",

@@ -13,7 +13,7 @@ rule ingest:
     output:
         status=f"{R}/ingest/{{subject}}/{{trial}}.status.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
         trial=lambda wc: PLAN.trial(wc.subject, wc.trial).to_dict(),
     log:
         f"{R}/logs/ingest/{{subject}}/{{trial}}.log",
@@ -30,7 +30,7 @@ rule ingest_static:
     output:
         status=f"{R}/ingest/{{subject}}/static/static.status.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
         subject=lambda wc: PLAN.external_subjects[wc.subject],
     log:
         f"{R}/logs/ingest_static/{{subject}}.log",

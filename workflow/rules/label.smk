@@ -11,7 +11,7 @@ rule scale:
     output:
         status=f"{R}/scale/{{subject}}/scale.status.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
     log:
         f"{R}/logs/scale/{{subject}}.log",
     conda:
@@ -28,7 +28,7 @@ rule ik:
     output:
         status=f"{R}/ik/{{subject}}/{{trial}}.status.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
         trial=lambda wc: PLAN.trial(wc.subject, wc.trial).to_dict(),
     log:
         f"{R}/logs/ik/{{subject}}/{{trial}}.log",
@@ -46,7 +46,7 @@ rule ground_forces:
     output:
         status=f"{R}/grf/{{subject}}/{{trial}}.status.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
         trial=lambda wc: PLAN.trial(wc.subject, wc.trial).to_dict(),
     log:
         f"{R}/logs/ground_forces/{{subject}}/{{trial}}.log",
@@ -65,7 +65,7 @@ rule inverse_dynamics:
     output:
         status=f"{R}/id/{{subject}}/{{trial}}.status.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
     log:
         f"{R}/logs/inverse_dynamics/{{subject}}/{{trial}}.log",
     conda:
@@ -82,7 +82,7 @@ rule muscle_surrogate:
     output:
         status=f"{R}/surrogate/{{subject}}/surrogate.status.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
     log:
         f"{R}/logs/muscle_surrogate/{{subject}}.log",
     conda:
@@ -98,7 +98,7 @@ rule activations:
     output:
         status=f"{R}/activations/{{subject}}/{{trial}}.status.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
     log:
         f"{R}/logs/activations/{{subject}}/{{trial}}.log",
     conda:

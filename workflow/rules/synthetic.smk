@@ -12,7 +12,7 @@ rule synth_subject:
         model=f"{R}/synthetic/{{subject}}/ground_truth/model.osim",
         truth=f"{R}/synthetic/{{subject}}/ground_truth/subject.json",
     params:
-        config=config,
+        config=LABEL_CONFIG,
     log:
         f"{R}/logs/synth_subject/{{subject}}.log",
     conda:
@@ -33,7 +33,7 @@ rule synth_trial:
     wildcard_constraints:
         trial="|".join(SYNTHETIC_MOTIONS),
     params:
-        config=config,
+        config=LABEL_CONFIG,
     log:
         f"{R}/logs/synth_trial/{{subject}}/{{trial}}.log",
     conda:
