@@ -77,7 +77,7 @@ def write_coordinates(path: str | Path, coords: pd.DataFrame, model_path: str | 
 def step_scale(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any], subject: str,
                static_trc: str | Path, sheet: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Scale the generic model to the subject from the static trial and place the markers."""
-    from biohuman.osim.scale import scale_model
+    from biohuman.osim.scale import scale_model, scale_muscle_strength
 
     out_dir = Path(out_dir)
     sheet_data = yaml.safe_load(_guard(sheet).read_text())
@@ -88,14 +88,19 @@ def step_scale(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, A
                       marker_placement=config["scale"]["marker_placement"],
                       max_pose_deviation_deg=config["scale"]["max_static_pose_deviation_deg"],
                       setup_out=out_dir / "scale_setup.xml")
+    strength_cfg = config["scale"].get("muscle_strength", {})
+    strength = scale_muscle_strength(res.model, generic, method=strength_cfg.get("method", "mass"),
+                                     exponent=float(strength_cfg.get("exponent", 2.0 / 3.0)))
     summary = {
         "subject": subject, "mass_kg": mass, "height_m": float(sheet_data["height_m"]),
         "scale_factors": {k: np.asarray(v).tolist() for k, v in res.scale_factors.items()},
         "marker_rmse_m": res.marker_rmse, "marker_max_m": res.marker_max,
         "static_pose": {k: float(v) for k, v in res.static_pose.items()},
+        "muscle_strength": strength,
     }
     (out_dir / "scale.json").write_text(json.dumps(summary, indent=1))
-    log.info("scaled %s: marker RMSE %.1f mm", subject, 1000 * res.marker_rmse)
+    log.info("scaled %s: marker RMSE %.1f mm, muscle strength x%.3f (%s)", subject, 1000 * res.marker_rmse,
+             strength["factor"], strength["method"])
     return {"outputs": {"model": res.model, "setup": out_dir / "scale_setup.xml", "summary": out_dir / "scale.json"},
             "extra": {"marker_rmse_m": res.marker_rmse, "marker_max_m": res.marker_max}}
 
@@ -527,6 +532,9 @@ def step_trial_dataset(*, upstream: Mapping, log: logging.Logger, config: Mappin
         "inverse_dynamics_solver": str(upstream["id"].get("extra", {}).get("solver", "opensim")),
         "moment_arm_definition": str(upstream["activations"].get("extra", {}).get("moment_arm_definition", "")) or "n/a",
         "pennation_model": str(upstream["activations"].get("extra", {}).get("pennation", "")) or "n/a",
+        # scale.json of older runs lacks the record: their muscles kept the generic strengths
+        "muscle_strength_scaling": str(scale.get("muscle_strength", {}).get("method", "none")),
+        "muscle_strength_factor": float(scale.get("muscle_strength", {}).get("factor", 1.0)),
         "qc_status": report.summary,
         "status": "ok",
         "qc_repairs": "; ".join(report.repairs),

@@ -225,3 +225,53 @@ def test_segments_without_markers_take_the_overall_factor(subject: Path) -> None
     assert fit.factors["humerus"] == pytest.approx(overall) and fit.factors["forearm"] == pytest.approx(overall)
     for k in measured:  # exact markers: the measured segments are still recovered
         assert fit.factors[k] == pytest.approx(full.factors[k], rel=2e-3), k
+
+
+def _max_isometric_forces(path: Path) -> dict[str, float]:
+    """Muscle name -> max_isometric_force read straight from the .osim XML (independent of OpenSim)."""
+    import xml.etree.ElementTree as ET
+
+    out = {}
+    for objects in ET.parse(path).getroot().iter("objects"):  # not <defaults>: those are no muscles
+        for el in objects:
+            f = el.find("max_isometric_force")
+            if f is not None:
+                out[str(el.get("name"))] = float(f.text)
+    return out
+
+
+def test_scale_muscle_strength_follows_subject_mass(subject: Path, tmp_path: Path) -> None:
+    """max_isometric_force x (m / m_generic)^exponent on every muscle; 'none' leaves the file alone."""
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    from biohuman.osim.scale import scale_muscle_strength
+
+    generic = rajagopal_path()
+    m_generic = sum(float(b.findtext("mass")) for b in ET.parse(generic).getroot().iter("Body"))
+    before = _max_isometric_forces(subject)
+    assert len(before) == 80
+
+    untouched = tmp_path / "none.osim"
+    shutil.copy(subject, untouched)
+    rec = scale_muscle_strength(untouched, None, method="none")
+    assert rec["factor"] == 1.0 and _max_isometric_forces(untouched) == before
+
+    strong = tmp_path / "mass.osim"
+    shutil.copy(subject, strong)
+    rec = scale_muscle_strength(strong, None, method="mass", exponent=2.0 / 3.0)
+    expected = (MASS / m_generic) ** (2.0 / 3.0)
+    assert rec["subject_mass_kg"] == pytest.approx(MASS, rel=1e-9)
+    assert rec["generic_mass_kg"] == pytest.approx(m_generic, rel=1e-9)
+    assert rec["factor"] == pytest.approx(expected, rel=1e-12)
+    after = _max_isometric_forces(strong)
+    assert set(after) == set(before)
+    for name, f0 in before.items():
+        assert after[name] == pytest.approx(f0 * expected, rel=1e-9), name
+    # the geometry is untouched: lengths and moment arms stay those of the scaled model
+    assert load_osim(strong).getMuscles().getSize() == 80
+
+    with pytest.raises(ConfigError, match="method"):
+        scale_muscle_strength(strong, None, method="volume")
+    with pytest.raises(ConfigError, match="exponent"):
+        scale_muscle_strength(strong, None, exponent=float("nan"))

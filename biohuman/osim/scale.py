@@ -687,7 +687,55 @@ def _coordinate_names(model) -> list[str]:  # noqa: ANN001
     return [cs.get(i).getName() for i in range(cs.getSize())]
 
 
+MUSCLE_STRENGTH_METHODS = ("none", "mass")
+
+
+def model_mass(model_osim: str | Path) -> float:
+    """Total body mass (kg) of an .osim model, from its bodies' masses."""
+    model = load_osim(model_osim)
+    bodies = model.getBodySet()
+    return float(sum(bodies.get(i).getMass() for i in range(bodies.getSize())))
+
+
+def scale_muscle_strength(model_osim: str | Path, generic: str | Path | None, *, method: str = "mass",
+                          exponent: float = 2.0 / 3.0) -> dict:
+    """Scale every muscle's max_isometric_force of a scaled model in place, for subject size.
+
+    ScaleTool scales muscle lengths but not strengths, so a 105 kg subject gets the 75 kg generic
+    model's muscles and saturates them even in walking. method "mass" multiplies every muscle's
+    max isometric force by (m / m_generic) ** exponent, m the scaled model's total mass and
+    m_generic the generic model's; exponent 2/3 is geometric similarity (force ~ cross-section
+    ~ mass^(2/3)). method "none" leaves the model as it is. Returns the provenance record
+    {method, exponent, subject_mass_kg, generic_mass_kg, factor} (factor 1 for "none").
+    """
+    if method not in MUSCLE_STRENGTH_METHODS:
+        raise ConfigError(f"scale.muscle_strength.method must be one of {MUSCLE_STRENGTH_METHODS}, got {method!r}")
+    if not (math.isfinite(exponent) and exponent >= 0):
+        raise ConfigError(f"scale.muscle_strength.exponent must be a finite number >= 0, got {exponent}")
+    model_osim = Path(model_osim)
+    m_sub = model_mass(model_osim)
+    m_gen = model_mass(resolve_model_path(generic))
+    if not (m_sub > 0 and m_gen > 0):
+        raise InputFormatError(f"model masses must be positive (subject {m_sub} kg, generic {m_gen} kg)", model_osim)
+    record = {"method": method, "exponent": float(exponent), "subject_mass_kg": m_sub, "generic_mass_kg": m_gen,
+              "factor": 1.0}
+    if method == "none":
+        return record
+    factor = (m_sub / m_gen) ** float(exponent)
+    model = load_osim(model_osim)
+    muscles = model.getMuscles()
+    for i in range(muscles.getSize()):
+        mu = muscles.get(i)
+        mu.setMaxIsometricForce(mu.getMaxIsometricForce() * factor)
+    with atomic_path(model_osim) as tmp:
+        model.printToXML(str(tmp))
+    record["factor"] = float(factor)
+    record["muscles"] = int(muscles.getSize())
+    return record
+
+
 __all__ = [
     "DEFAULT_MEASUREMENTS", "LOWER_LIMB_STATIC_POSE", "Measurement", "SEGMENT_BODIES", "ScaleResult",
-    "body_scale_factors", "load_measurements", "read_scale_set", "scale_model", "scale_model_manual",
+    "MUSCLE_STRENGTH_METHODS", "body_scale_factors", "load_measurements", "model_mass", "read_scale_set",
+    "scale_model", "scale_model_manual", "scale_muscle_strength",
 ]
