@@ -23,11 +23,18 @@ inverse dynamics and activations (the workflow's own step functions, files writt
 workflow), each timed; printed as labelled frames/s per core (steady state = per-trial steps only)
 and the share of each step.
 
+Reference reproducibility (--reference-noise): OpenSim SO is solved a second time on a copy of
+each model whose muscle path points are all moved 0.1 mm in random directions (fixed seed). On
+frames where muscles saturate and reserves carry the rest, SO's Lagrange multipliers are huge and
+an activation moves by ~0.5 * lambda * F_max per metre of moment-arm change, so OpenSim's own
+answer jumps under such a change; the report gives, per trial, OpenSim-vs-perturbed-OpenSim next to
+batched-vs-OpenSim, and the agreement on the frames where OpenSim's answer is reproducible.
+
 The last line printed is exactly: speedup=<x> rmse=<y> r_median=<z> r_min=<w>
 (pooled over trials: speedup = OpenSim frames/s / batched frames/s on all solved frames).
 
 Usage: python benchmarks/bench_activations.py [--results results] [--frames 60] [--external DIR]
-       [--e2e [--ik-solver nimble]]
+       [--reference-noise] [--e2e [--ik-solver nimble]]
 """
 
 from __future__ import annotations
@@ -53,6 +60,32 @@ def absolute_external_loads(xml: Path, out_xml: Path) -> Path:
     from biohuman.osim.cmc import absolute_external_loads as _abs
 
     return _abs(xml, out_xml)
+
+
+def perturb_muscle_paths(model_osim: Path, out_osim: Path, distance_m: float = 1e-4, seed: int = 0) -> Path:
+    """Copy of a model with every muscle path point moved `distance_m` in a random direction
+    (fixed seed): a geometry change far below what any muscle-path model or surrogate resolves,
+    used to measure how reproducible OpenSim SO's own answer is on each frame."""
+    from biohuman.osim.model import opensim
+
+    osim = opensim()
+    model = osim.Model(str(model_osim))
+    model.initSystem()
+    rng = np.random.default_rng(seed)
+    muscles = model.getMuscles()
+    for i in range(muscles.getSize()):
+        points = muscles.get(i).getGeometryPath().getPathPointSet()
+        for k in range(points.getSize()):
+            pp = osim.PathPoint.safeDownCast(points.get(k))
+            if pp is None:  # conditional / moving points keep their definitions
+                continue
+            v = rng.normal(size=3)
+            v *= distance_m / np.linalg.norm(v)
+            loc = pp.get_location()
+            pp.set_location(osim.Vec3(loc.get(0) + v[0], loc.get(1) + v[1], loc.get(2) + v[2]))
+    out_osim.parent.mkdir(parents=True, exist_ok=True)
+    model.printToXML(str(out_osim))
+    return out_osim
 
 
 def trials(external: Path | None, results: Path | None, work: Path, include_example: bool,
@@ -84,8 +117,10 @@ def trials(external: Path | None, results: Path | None, work: Path, include_exam
     return out
 
 
-def run_trial(tr: dict, frames: int, work: Path) -> dict:
-    """OpenSim SO and batched SO on the same frames of one trial; returns arrays and timings."""
+def run_trial(tr: dict, frames: int, work: Path, reference_noise: bool = False) -> dict:
+    """OpenSim SO and batched SO on the same frames of one trial; returns arrays and timings.
+    reference_noise: also run OpenSim SO on the model with its muscle path points moved 0.1 mm
+    (`perturb_muscle_paths`) and return that solution as "b_perturbed"."""
     import torch
 
     from biohuman.dynamics.batched_so import batched_so_trial
@@ -139,7 +174,14 @@ def run_trial(tr: dict, frames: int, work: Path) -> dict:
     # batched solution and no muscle saturated (>= 0.95) in OpenSim's
     suffice = (ra[others].abs().max(axis=1).to_numpy() <= 1.0 if others else np.ones(len(a), bool)) & (b.max(axis=1) < 0.95)
     osim_ok = ~np.asarray(ref.failed, dtype=bool)[: len(a)] if len(np.atleast_1d(ref.failed)) == len(a) else np.ones(len(a), bool)
-    return {"osim_ok": osim_ok, "suffice": suffice, "name": tr["name"], "frames": len(a), "t_osim": t_osim, "t_batched": res.timing_s["total"],
+    extra = {}
+    if reference_noise:
+        pert = perturb_muscle_paths(Path(tr["model"]), out_dir / "perturbed" / "model_paths_0.1mm.osim")
+        ref_p = run_static_optimization(pert, tr["coordinates"], out_dir / "perturbed", external_loads_xml=tr["external_loads"],
+                                        lowpass_hz=None, time_range=(t0, t1), name="so")
+        extra["b_perturbed"] = ref_p.activation[list(res.activation.columns)].reindex(
+            res.activation.index, method="nearest", tolerance=1e-6).to_numpy()
+    return {**extra, "osim_ok": osim_ok, "suffice": suffice, "name": tr["name"], "frames": len(a), "t_osim": t_osim, "t_batched": res.timing_s["total"],
             "t_id": res.timing_s["inverse_dynamics"], "id_rows": len(q), "t_fit": t_fit,
             "fit_cached": sur.metadata["cache"]["hit"],
             "fit_total": sur.metadata["timing_s"]["total"], "a": a, "b": b, "muscles": list(res.activation.columns),
@@ -249,6 +291,30 @@ def print_end_to_end(r: dict) -> None:
         print(f"  one-off {k:9s} {v / max(r['subjects'], 1):8.1f} s per subject")
 
 
+def print_reference_noise(rows: list[dict], tol: float = 0.01) -> None:
+    """OpenSim SO against itself with muscle paths moved 0.1 mm, next to batched vs OpenSim; and
+    the agreement on the frames where OpenSim's answer is reproducible (moves < `tol`)."""
+    print(f"reference reproducibility (OpenSim SO vs OpenSim SO on the model with every muscle path point moved "
+          f"0.1 mm; a frame is reproducible when no activation moves by {tol} or more):")
+    keep_a, keep_b, rs_k, n_frames = [], [], [], 0
+    for r in rows:
+        e_ref = np.abs(r["b_perturbed"] - r["b"])
+        e_bat = np.abs(r["a"] - r["b"])
+        ok = np.isfinite(e_ref).all(axis=1) & (e_ref.max(axis=1) < tol)
+        n_frames += len(ok)
+        print(f"  {r['name']}: OpenSim vs perturbed OpenSim max |diff| {np.nanmax(e_ref):.4f} (frames > 0.03: "
+              f"{int(np.sum(np.nanmax(e_ref, axis=1) > 0.03))}) | batched vs OpenSim max |err| {e_bat.max():.4f} "
+              f"(frames > 0.03: {int(np.sum(e_bat.max(axis=1) > 0.03))}) | reproducible frames {int(ok.sum())}/{len(ok)}: "
+              f"batched max |err| {e_bat[ok].max() if ok.any() else float('nan'):.4f}")
+        keep_a.append(r["a"][ok])
+        keep_b.append(r["b"][ok])
+        if ok.sum() > 2:
+            rs_k.append(correlations(r["a"][ok], r["b"][ok]))
+    a_k, b_k = np.concatenate(keep_a), np.concatenate(keep_b)
+    print(f"on the {len(a_k)} of {n_frames} reproducible frames: activation RMSE {np.sqrt(np.mean((a_k - b_k) ** 2)):.5f}, "
+          f"max |err| {np.abs(a_k - b_k).max():.4f}, {_r_text(np.concatenate(rs_k) if rs_k else np.array([]))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_ext = Path(os.environ.get("BIOHUMAN_EXTERNAL", ROOT / ".." / "shared" / "data" / "external"))
@@ -258,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=float, default=0.6, help="start time (s) of the example3DWalking window")
     ap.add_argument("--no-example", action="store_true", help="skip OpenSim's example3DWalking trial")
     ap.add_argument("--workdir", type=Path, default=None, help="keep outputs here (default: temporary)")
+    ap.add_argument("--reference-noise", action="store_true",
+                    help="also solve OpenSim SO on each model with its muscle path points moved 0.1 mm and "
+                         "report OpenSim's own reproducibility per frame (doubles the OpenSim time)")
     ap.add_argument("--e2e", action="store_true", help="also time the whole per-trial pipeline on --results")
     ap.add_argument("--ik-solver", default="opensim", choices=("opensim", "nimble"), help="IK solver of --e2e")
     args = ap.parse_args(argv)
@@ -284,7 +353,7 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         print_end_to_end(end_to_end(args.results, work, args.ik_solver))
     rows = []
     for tr in todo:
-        r = run_trial(tr, args.frames, work)
+        r = run_trial(tr, args.frames, work, reference_noise=args.reference_noise)
         rows.append(r)
         d = r["a"] - r["b"]
         rs = correlations(r["a"], r["b"])
@@ -317,6 +386,8 @@ def _run(args: argparse.Namespace, work: Path) -> int:
           f"reserve > 1 N m, no OpenSim activation >= 0.95): activation RMSE {np.sqrt(np.mean((a_s - b_s) ** 2)):.5f}, "
           f"max |err| {np.abs(a_s - b_s).max():.4f}, {_r_text(rs_s)}; per trial: " + ", ".join(
               f"{r['name']} {np.abs(r['a'][k] - r['b'][k]).max():.4f}" for r, k in zip(rows, m) if k.any()))
+    if args.reference_noise:
+        print_reference_noise(rows)
     a = np.concatenate([r["a"] for r in rows])
     b = np.concatenate([r["b"] for r in rows])
     rs = np.concatenate([correlations(r["a"], r["b"]) for r in rows])
