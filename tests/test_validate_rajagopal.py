@@ -60,17 +60,22 @@ def test_to_json_drops_series_and_nan() -> None:
 
 @pytest.mark.slow
 def test_ik_against_reference_coordinates(result: dict) -> None:
-    """Whole chain (our scaling + IK) within 3 deg RMSE on hip flexion, knee and ankle. The
-    reference coordinates come from the pipeline's RRA-adjusted model, not the AddBiomechanics
-    model shipped with them, so solver-only IK on that model carries constant offsets (pelvis tilt
-    and hip flexion ~6-8 deg, reported); without the offset it is within 3 deg too."""
+    """Hip flexion, knee and ankle within 3 deg RMSE of coordinates.sto, solver-only (the Rajagopal
+    2016 pipeline's own scaled model, rebuilt from its applied ScaleSet and placed marker set:
+    the model coordinates.sto's IK ran on) and whole-chain (our scaling + IK). IK on the shipped
+    AddBiomechanics model is reported as a secondary figure: constant offsets (pelvis tilt, hip
+    flexion ~6-8 deg), but within 3 deg once they are removed."""
     th = THRESHOLDS["ik_rmse_deg"]
     wc = result["whole_chain"]["ik"]["coordinates"]
     so = result["solver_only"]["ik"]["coordinates"]
+    addb = result["solver_only"]["ik_addbiomechanics_model"]["coordinates"]
     for c in IK_COORDINATES:
+        assert so[c]["rmse_deg"] <= th, (c, so[c])
         assert wc[c]["rmse_deg"] <= th, (c, wc[c])
-        assert so[c]["rmse_without_offset_deg"] <= th, (c, so[c])
+        assert addb[c]["rmse_without_offset_deg"] <= th, (c, addb[c])
+    assert result["acceptance"]["solver_only"]["ik_pass"]
     assert result["acceptance"]["whole_chain"]["ik_pass"]
+    assert result["solver_only"]["original_model"]["markers"] > 30
 
 
 @pytest.mark.slow
@@ -84,8 +89,9 @@ def test_id_solver_only_against_reference(result: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="whole-chain ID differs from the reference by 6-28 % of peak: the "
-                   "reference model (RRA-adjusted, 85 kg) and kinematics differ from ours (see docs/validation.md)")
+@pytest.mark.xfail(strict=True, reason="whole-chain ID differs from id_walk.sto by 6-28 % of peak (knee): "
+                   "id_walk.sto pairs the AddBiomechanics model with the original pipeline's RRA kinematics; even "
+                   "that pipeline's own model + marker IK differs from it by 4-15 % (see docs/validation.md)")
 def test_id_whole_chain_acceptance(result: dict) -> None:
     assert result["acceptance"]["whole_chain"]["id_pass"]
 
