@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-overlay", action="store_true", help="skip the plot and the overlay video")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1: the pipeline's stages run in parallel instead)")
+    p = sub.add_parser("multiview", help="predict on the four calibrated pose2sim views: cross-view agreement, "
+                                         "shuffled-frame control, MPJPE vs triangulated MediaPipe (multiview.json)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="trained model (.pt)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--pose2sim", type=Path, help="pose2sim Demo_SinglePerson folder (default: under $BIOHUMAN_EXTERNAL "
+                                                 "or ../shared/data/external)")
+    p.add_argument("--height", type=float, default=1.70, help="subject height, m (scales the skeleton)")
     p = sub.add_parser("validate", help="compare against OpenSim reference results (writes validation.json + plots)")
     p.add_argument("--external", type=Path, required=True, help="reference data folder (../shared/data/external)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -147,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(r[key])
             print(f"{r['n_video_frames']} frames ({r['n_frames']} through the model), "
                   f"{r['fps_to_netcdf']:.1f} frames/s to NetCDF", file=sys.stderr)
+        elif args.cmd == "multiview":
+            from biohuman.validation.multiview import run_multiview, summary_lines
+
+            print("\n".join(summary_lines(run_multiview(args.checkpoint, args.out, args.pose2sim, height_m=args.height))))
+            print(args.out / "multiview.json")
         elif args.cmd == "validate":
             from biohuman.validation.report import run_validation, summary_lines
 
