@@ -397,7 +397,13 @@ def scale_whole_chain(files: dict[str, Path], mass_kg: float, out: Path) -> dict
     from biohuman.io.atomic import atomic_path
     from biohuman.osim._tools import load_osim, model_marker_positions, read_trc, write_trc
     from biohuman.osim.ik import run_ik
-    from biohuman.osim.scale import LOWER_LIMB_STATIC_POSE, _place_markers, scale_model, scale_model_manual
+    from biohuman.osim.scale import (
+        LOWER_LIMB_STATIC_POSE,
+        _place_markers,
+        scale_model,
+        scale_model_manual,
+        scale_muscle_strength,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     run = scale_model(None, files["static_run"], mass_kg, out / "run_static" / "model.osim",
@@ -432,9 +438,11 @@ def scale_whole_chain(files: dict[str, Path], mass_kg: float, out: Path) -> dict
     final = out / "model.osim"
     with atomic_path(final) as tmp:
         model.printToXML(str(tmp))
+    # muscle strengths follow the subject's mass as in the workflow's scale step (default setting)
+    strength = scale_muscle_strength(final, generic)
     deviation = {c: float(np.rad2deg(abs(pose[c] - v))) for c, v in LOWER_LIMB_STATIC_POSE.items()}
     return {
-        "model": str(final), "mass_kg": mass_kg,
+        "model": str(final), "mass_kg": mass_kg, "muscle_strength": strength,
         "segment_factors_static_run": run.segment_factors,
         "static_run_marker_rmse_before_placement_mm": 1000 * run.marker_rmse_before,
         "static_walk_marker_rmse_before_placement_mm": 1000 * float(np.sqrt(np.mean(before**2))),
