@@ -98,19 +98,13 @@ def test_pelvis_rotation_input_and_gradients() -> None:
     torch.testing.assert_close(tall - tall[:, :1], 2 * (ref - ref[:, :1]))
 
 
-def test_dataset_joint_positions(reduced) -> None:  # noqa: ANN001
-    """When a labelled dataset is around (results/dataset), FK from its angles and scale factors
-    reproduces its joint_position."""
-    root = Path(__file__).resolve().parents[1] / "results" / "dataset"
-    trials = sorted(root.glob("*/*.nc"))
-    if not trials:
-        pytest.skip("no labelled dataset under results/dataset")
-    import biohuman.io as bio
+def assert_fk_reproduces_dataset(ds) -> float:  # noqa: ANN001 - xarray.Dataset
+    """FK from a labelled trial's angles, translations and scale factors reproduces its
+    joint_position to 1 cm; returns the largest error (m). Also called by the workflow test on
+    the trial it labels, so that CI checks a real labelled trial."""
     from biohuman.nn.fk import ForwardKinematics
 
-    ds = bio.open_trial(trials[0])
-    if "scale_factor" not in ds:
-        pytest.skip("trial has no scale_factor")
+    assert "scale_factor" in ds, "trial has no scale_factor"
     fk = ForwardKinematics(joints=[str(j) for j in ds.joint.values])
     q = {str(c): torch.tensor(np.radians(ds.joint_angle.sel(coordinate=c).values.astype(np.float64)))
          for c in ds.coordinate.values}
@@ -121,3 +115,16 @@ def test_dataset_joint_positions(reduced) -> None:  # noqa: ANN001
         pred = fk(q, scale=fk.scale_from_factors(sf)).numpy()
     err = np.linalg.norm(pred - ds.joint_position.values, axis=-1)
     assert err.max() < 0.01, float(err.max())
+    return float(err.max())
+
+
+def test_dataset_joint_positions(reduced) -> None:  # noqa: ANN001
+    """When a labelled dataset is around (results/dataset), FK reproduces its joint_position (CI
+    checks the same on the trial `tests/test_workflow.py` labels)."""
+    root = Path(__file__).resolve().parents[1] / "results" / "dataset"
+    trials = sorted(root.glob("*/*.nc"))
+    if not trials:
+        pytest.skip("no labelled dataset under results/dataset (checked in tests/test_workflow.py)")
+    import biohuman.io as bio
+
+    assert_fk_reproduces_dataset(bio.open_trial(trials[0]))

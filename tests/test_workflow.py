@@ -125,6 +125,9 @@ def test_end_to_end_with_a_corrupt_trial_and_reproducible(tmp_path):
     a = bio.open_trial(runs[0] / "syn01" / "run.nc")
     b = bio.open_trial(runs[1] / "syn01" / "run.nc")
     assert a.sizes["muscle"] == 80
+    from test_nn_fk import assert_fk_reproduces_dataset
+
+    assert_fk_reproduces_dataset(a)  # the model's FK layer reproduces the labelled joint positions
     act = a["activation"].to_numpy()
     assert np.all(np.isfinite(act)) and act.min() >= 0 and act.max() <= 1
     assert np.all(np.isfinite(a["joint_moment"].to_numpy()))
