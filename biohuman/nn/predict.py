@@ -309,6 +309,30 @@ def predict_video(video: str | Path, checkpoint: str | Path, out_nc: str | Path,
                         overlay=overlay, window=window)
 
 
+def video_features(video: str | Path, frontend: str, step: int) -> tuple[dict[str, np.ndarray], int]:
+    """Front-end arrays of every `step`-th frame of a video, as the model is fed them, plus `time`
+    (s), `frame_index` (into the video) and `image_size` [W, H]; and the number of video frames
+    decoded. Shared by `biohuman predict` and the multi-view check, so both see the same detections."""
+    ext = FeatureExtractor(frontend)
+    times, index, size, scale, n_video = [], [], None, 1.0, 0
+    try:
+        for f, (img, t, size) in enumerate(iter_video(video, step=step)):
+            n_video += 1
+            if img is None:
+                continue
+            ext.add(img)
+            times.append(t)
+            index.append(f)
+            scale = size[0] / img.shape[1]
+    finally:
+        ext.close()
+    if not times:
+        raise InputFormatError("video has no frames", video)
+    feats = ext.result(scale)
+    feats.update(time=np.asarray(times, np.float64), frame_index=np.asarray(index), image_size=np.asarray(size))
+    return feats, n_video
+
+
 def _predict(video: Path, checkpoint: str | Path, out_nc: Path, *, height_m: float, mass_kg: float, plot: bool,
              overlay: bool, window: int | None) -> dict[str, Any]:
     from biohuman.io.dataset import save_trial
@@ -329,36 +353,18 @@ def _predict(video: Path, checkpoint: str | Path, out_nc: Path, *, height_m: flo
     except (av.error.FFmpegError, IndexError) as exc:  # type: ignore[attr-defined]
         raise InputFormatError(f"cannot read video: {exc}", video) from exc
     step = max(1, int(round(video_fps / model_fps)))
-    ext = FeatureExtractor(model.cfg["frontend"])
-    times, index = [], []
-    n_video = 0
-    size = None
-    scale = 1.0
-    try:
-        for f, (img, t, size) in enumerate(iter_video(video, step=step)):
-            n_video += 1
-            if img is None:
-                continue
-            ext.add(img)
-            times.append(t)
-            index.append(f)
-            scale = size[0] / img.shape[1]
-    finally:
-        ext.close()
-    if not times:
-        raise InputFormatError("video has no frames", video)
-    feats = ext.result(scale)
-    feats["time"] = np.asarray(times)
+    feats, n_video = video_features(video, model.cfg["frontend"], step)
+    index = feats["frame_index"]
     t_front = _time.perf_counter()
     out = run_windows(model, feats, height_m, window=window, stride=max(1, window // 2),
-                      image_size=np.asarray(size))
+                      image_size=feats["image_size"])
     t_model = _time.perf_counter()
     ds = predicted_dataset(model, out, feats["time"], height_m=height_m, mass_kg=mass_kg,
                            detected=feats.get("detected"), trial_id=video.stem, source_video=str(video),
                            checkpoint=str(checkpoint))
     save_trial(ds, out_nc)
     t_nc = _time.perf_counter()
-    result: dict[str, Any] = {"netcdf": out_nc, "n_video_frames": n_video, "n_frames": len(times), "stride": step,
+    result: dict[str, Any] = {"netcdf": out_nc, "n_video_frames": n_video, "n_frames": len(index), "stride": step,
                               "seconds_frontend": t_front - t0, "seconds_model": t_model - t_front,
                               "seconds_to_netcdf": t_nc - t0, "fps_to_netcdf": n_video / (t_nc - t0),
                               "detection_rate": float(np.mean(feats["detected"])) if "detected" in feats else None}

@@ -371,31 +371,16 @@ def view_features(video: Path, frontend: str, step: int, cache: Path | None = No
     """The front-end arrays of the frames `biohuman predict` feeds the model (every `step`-th
     frame; the same extractor, so the same MediaPipe detections), plus `time`, `frame_index` and
     `image_size` [W, H]; cached as .npz at `cache` when given."""
-    from biohuman.nn.frontend import FeatureExtractor, iter_video, torch_threads
+    from biohuman.nn.frontend import torch_threads
+    from biohuman.nn.predict import video_features
 
     source = f"{Path(video).resolve()}:{Path(video).stat().st_size}"
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             if "source" in z.files and str(z["source"]) == source:
                 return {k: z[k] for k in z.files if k != "source"}
-    ext = FeatureExtractor(frontend)
-    times, index, size, scale = [], [], None, 1.0
-    try:
-        with torch_threads(1):
-            for f, (img, t, size) in enumerate(iter_video(video, step=step)):
-                if img is None:
-                    continue
-                ext.add(img)
-                times.append(t)
-                index.append(f)
-                scale = size[0] / img.shape[1]
-    finally:
-        ext.close()
-    if not times:
-        raise InputFormatError("video has no frames", video)
     with torch_threads(1):
-        feats = ext.result(scale)
-    feats.update(time=np.asarray(times, np.float64), frame_index=np.asarray(index), image_size=np.asarray(size))
+        feats, _ = video_features(video, frontend, step)
     if cache is not None:
         from biohuman.io.atomic import atomic_path
 
