@@ -100,8 +100,8 @@ def test_pelvis_rotation_input_and_gradients() -> None:
 
 def assert_fk_reproduces_dataset(ds) -> float:  # noqa: ANN001 - xarray.Dataset
     """FK from a labelled trial's angles, translations and scale factors reproduces its
-    joint_position to 1 cm; returns the largest error (m). Also called by the workflow test on
-    the trial it labels, so that CI checks a real labelled trial."""
+    joint_position to 1 cm; returns the largest error (m). tests/test_workflow.py calls it on
+    the trial it labels (a real labelled trial, in CI too)."""
     from biohuman.nn.fk import ForwardKinematics
 
     assert "scale_factor" in ds, "trial has no scale_factor"
@@ -116,15 +116,3 @@ def assert_fk_reproduces_dataset(ds) -> float:  # noqa: ANN001 - xarray.Dataset
     err = np.linalg.norm(pred - ds.joint_position.values, axis=-1)
     assert err.max() < 0.01, float(err.max())
     return float(err.max())
-
-
-def test_dataset_joint_positions(reduced) -> None:  # noqa: ANN001
-    """When a labelled dataset is around (results/dataset), FK reproduces its joint_position (CI
-    checks the same on the trial `tests/test_workflow.py` labels)."""
-    root = Path(__file__).resolve().parents[1] / "results" / "dataset"
-    trials = sorted(root.glob("*/*.nc"))
-    if not trials:
-        pytest.skip("no labelled dataset under results/dataset (checked in tests/test_workflow.py)")
-    import biohuman.io as bio
-
-    assert_fk_reproduces_dataset(bio.open_trial(trials[0]))
