@@ -291,6 +291,19 @@ def print_end_to_end(r: dict) -> None:
         print(f"  one-off {k:9s} {v / max(r['subjects'], 1):8.1f} s per subject")
 
 
+def print_subset(rows: list[dict], key: str, where: str, per_trial: str) -> None:
+    """Agreement pooled over the frames each trial marks True in `key` (a (frames,) bool mask),
+    and the worst error per trial."""
+    m = [r[key] for r in rows]
+    a_s = np.concatenate([r["a"][k] for r, k in zip(rows, m)])
+    b_s = np.concatenate([r["b"][k] for r, k in zip(rows, m)])
+    rs_s = np.concatenate([correlations(r["a"][k], r["b"][k]) for r, k in zip(rows, m) if k.sum() > 2])
+    print(f"on the {len(a_s)} of {sum(r['frames'] for r in rows)} frames {where}: "
+          f"activation RMSE {np.sqrt(np.mean((a_s - b_s) ** 2)):.5f}, max |err| {np.abs(a_s - b_s).max():.4f}, "
+          f"{_r_text(rs_s)}; {per_trial}: " + ", ".join(
+              f"{r['name']} {np.abs(r['a'][k] - r['b'][k]).max():.4f}" for r, k in zip(rows, m) if k.any()))
+
+
 def print_reference_noise(rows: list[dict], tol: float = 0.01) -> None:
     """OpenSim SO against itself with muscle paths moved 0.1 mm, next to batched vs OpenSim; and
     the agreement on the frames where OpenSim's answer is reproducible (moves < `tol`)."""
@@ -370,22 +383,9 @@ def _run(args: argparse.Namespace, work: Path) -> int:
               f"max {r['surrogate_mm']['moment_arm_rmse_max']:.3f} mm")
         worst = np.argsort(-np.abs(d).max(axis=0))[:3]
         print("  largest differences: " + ", ".join(f"{r['muscles'][i]} {np.abs(d[:, i]).max():.4f}" for i in worst))
-    m = [r["osim_ok"] for r in rows]
-    a_s = np.concatenate([r["a"][k] for r, k in zip(rows, m)])
-    b_s = np.concatenate([r["b"][k] for r, k in zip(rows, m)])
-    rs_s = np.concatenate([correlations(r["a"][k], r["b"][k]) for r, k in zip(rows, m) if k.sum() > 2])
-    print(f"on the {len(a_s)} of {sum(r['frames'] for r in rows)} frames where OpenSim's optimizer converged: "
-          f"activation RMSE {np.sqrt(np.mean((a_s - b_s) ** 2)):.5f}, max |err| {np.abs(a_s - b_s).max():.4f}, "
-          f"{_r_text(rs_s)}; per trial max: " + ", ".join(
-              f"{r['name']} {np.abs(r['a'][k] - r['b'][k]).max():.4f}" for r, k in zip(rows, m) if k.any()))
-    m = [r["suffice"] for r in rows]
-    a_s = np.concatenate([r["a"][k] for r, k in zip(rows, m)])
-    b_s = np.concatenate([r["b"][k] for r, k in zip(rows, m)])
-    rs_s = np.concatenate([correlations(r["a"][k], r["b"][k]) for r, k in zip(rows, m) if k.sum() > 2])
-    print(f"on the {len(a_s)} of {sum(r['frames'] for r in rows)} frames where the muscles suffice (no non-pelvis "
-          f"reserve > 1 N m, no OpenSim activation >= 0.95): activation RMSE {np.sqrt(np.mean((a_s - b_s) ** 2)):.5f}, "
-          f"max |err| {np.abs(a_s - b_s).max():.4f}, {_r_text(rs_s)}; per trial: " + ", ".join(
-              f"{r['name']} {np.abs(r['a'][k] - r['b'][k]).max():.4f}" for r, k in zip(rows, m) if k.any()))
+    print_subset(rows, "osim_ok", "where OpenSim's optimizer converged", "per trial max")
+    print_subset(rows, "suffice", "where the muscles suffice (no non-pelvis reserve > 1 N m, no OpenSim "
+                 "activation >= 0.95)", "per trial")
     if args.reference_noise:
         print_reference_noise(rows)
     a = np.concatenate([r["a"] for r in rows])

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from biohuman.errors import InputFormatError, SpecError
+from biohuman.nn.predict import window_starts
 
 INPUT_KEYS: tuple[str, ...] = ("landmarks", "world", "cnn", "bbox", "detected")
 """Front-end npz keys fed to the model (those present in the npz)."""
@@ -188,15 +189,9 @@ def normalise(seq: Mapping[str, Any], norm: Mapping[str, tuple[np.ndarray, np.nd
     return out
 
 
-def windows(n_frames: int, window: int, stride: int) -> list[int]:
-    """Start frames of windows covering [0, n_frames): every `stride`, plus a last one ending at
-    the sequence end (so every frame is covered; short sequences give one padded window)."""
-    if n_frames <= window:
-        return [0]
-    starts = list(range(0, n_frames - window + 1, stride))
-    if starts[-1] + window < n_frames:
-        starts.append(n_frames - window)
-    return starts
+windows = window_starts
+"""Start frames of training windows: every `stride`, plus a last one ending at the sequence end
+(short sequences give one padded window); the same windows `biohuman predict` runs."""
 
 
 def window_item(seq: Mapping[str, Any], inputs: Mapping[str, np.ndarray], start: int, window: int,

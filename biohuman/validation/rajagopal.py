@@ -289,7 +289,7 @@ def original_pipeline_model(files: dict[str, Path], out: Path) -> dict:
     from biohuman.io.atomic import atomic_path
     from biohuman.osim._tools import load_osim
     from biohuman.osim.model import opensim, rajagopal_path
-    from biohuman.osim.scale import read_scale_set, scale_model_manual
+    from biohuman.osim.scale import _model_bodies, read_scale_set, scale_model_manual
 
     setup_path = files["original_scale_setup"]
     try:
@@ -306,8 +306,7 @@ def original_pipeline_model(files: dict[str, Path], out: Path) -> dict:
         raise InputFormatError(f"expected a subject mass and preserve_mass_distribution=true, got {mass}, "
                                f"{preserve!r}", setup_path)
     generic = rajagopal_path()
-    gm = load_osim(generic)
-    bodies = {gm.getBodySet().get(i).getName() for i in range(gm.getBodySet().getSize())}
+    bodies = set(_model_bodies(generic))
     factors = {b: v for b, v in read_scale_set(files["original_scale_set"]).items() if b in bodies}
     if "femur_r" not in factors or "tibia_r" not in factors:
         raise InputFormatError("the applied scale set names no femur/tibia of the generic model",
