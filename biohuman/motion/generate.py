@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from biohuman.io.atomic import atomic_write_text
-from biohuman.motion.library import build_plan
+from biohuman.motion.library import build_plan, sample_style
 from biohuman.motion.markers import add_noise_and_dropout, marker_trajectories, perturb_offsets, standing_pose
 from biohuman.motion.subjects import SubjectSpec, sample_subjects
 from biohuman.motion.synth import synthesize
@@ -84,7 +84,10 @@ def generate_trial(config: Mapping[str, Any], subject_id: str, motion: str, *, t
     syn = config["synthetic"]
     subj = json.loads(Path(subject_truth).read_text())
     rate = float(config["rate_hz"])
-    plan = build_plan(motion, subj["height_m"], rate)
+    # the trial's style (speed, tempo, depth, start phase): its own stream from the subject seed
+    ranges = {k: (float(v[0]), float(v[1])) for k, v in syn.get("variation", {}).items()}
+    style = sample_style(motion, ranges, np.random.default_rng([subj["seed"], *map(ord, motion), 1]))
+    plan = build_plan(motion, subj["height_m"], rate, style)
     result = synthesize(true_model, plan, progress=progress)
     names = list(skin_markers(model_info(true_model)))
     offsets = {k: np.asarray(v) for k, v in subj["marker_offsets_m"].items()}
@@ -102,7 +105,7 @@ def generate_trial(config: Mapping[str, Any], subject_id: str, motion: str, *, t
     write_storage(coordinates, table, in_degrees=True, name=f"{subject_id}_{motion}_ground_truth")
     record = {
         "subject_id": subject_id, "motion": motion, "motion_type": plan.motion_type,
-        "description": plan.description, "rate_hz": rate, "n_frames": len(plan.time),
+        "description": plan.description, "style": style.to_dict(), "rate_hz": rate, "n_frames": len(plan.time),
         "contact_points": ["heel_r", "toe_r", "heel_l", "toe_l"],
         "contact": result.contact.astype(int).T.tolist(),
         "diagnostics": result.diagnostics, "dropout_gaps": gaps,

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.interpolate import CubicSpline
 
 from biohuman.errors import ConfigError
 from biohuman.motion.curves import Keyframes, Periodic, intervals_mask, periodic_intervals
@@ -74,6 +75,64 @@ class MotionPlan:
         return ~np.any(np.stack([self.contact[p] for p in CONTACT_POINTS]), axis=0)
 
 
+@dataclass(frozen=True)
+class Style:
+    """How one subject performed one trial: the per-trial variation of a library motion.
+
+    Real recordings differ from trial to trial in speed, cadence, depth, tempo and where the
+    clip starts; without that variation every activation pattern is a function of the motion
+    type alone and a motion-type mean would predict it. The nominal style (all defaults) gives
+    the library's textbook motion.
+    """
+
+    speed: float = 1.0
+    """Cyclic motions: factor on the nominal speed (walking amplitudes follow speed)."""
+    cadence: float = 1.0
+    """Cyclic motions: factor on the stride frequency at the same speed."""
+    start_phase: float = 0.0
+    """Cyclic motions: fraction of the gait cycle at which the clip starts (0 = right foot strike)."""
+    amplitude: float = 1.0
+    """Discrete motions: factor on every joint excursion from the starting posture (squat depth,
+    lunge step and depth, counter-movement depth, arm elevation)."""
+    tempo: float = 1.0
+    """Discrete motions: factor on the duration of the movement (> 1 slower)."""
+    onset_s: float = 0.0
+    """Discrete motions: extra quiet standing before the movement starts (s)."""
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain-data form for the trial's ground truth and provenance."""
+        return {k: float(v) for k, v in self.__dict__.items()}
+
+
+NOMINAL = Style()
+
+VARIATION_KEYS = ("speed", "cadence", "start_phase", "amplitude", "tempo", "onset_s")
+"""Style fields with a configurable [low, high] range (`synthetic.variation` in config.yaml)."""
+
+CYCLIC = frozenset({"walk", "run"})
+"""Motion types built from gait cycles; the others are one repetition of a discrete movement."""
+
+
+def sample_style(motion: str, ranges: dict[str, tuple[float, float]], rng: np.random.Generator) -> Style:
+    """Draw a trial's style uniformly from `ranges` (field -> [low, high]); fields that do not
+    apply to the motion (cyclic vs discrete) stay nominal. Every field is drawn, in a fixed
+    order, so that the stream (and so the other fields) does not depend on which apply."""
+    if motion not in MOTIONS:
+        raise ConfigError(f"unknown motion '{motion}'; known: {', '.join(sorted(MOTIONS))}")
+    unknown = set(ranges) - set(VARIATION_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown variation key(s) {sorted(unknown)}; known: {', '.join(VARIATION_KEYS)}")
+    values = {}
+    for key in VARIATION_KEYS:
+        lo, hi = ranges.get(key, (getattr(NOMINAL, key),) * 2)
+        if hi < lo:
+            raise ConfigError(f"synthetic.variation.{key}: low {lo} > high {hi}")
+        values[key] = float(rng.uniform(lo, hi))
+    cyclic = MOTION_TYPE[motion] in CYCLIC
+    keep = ("speed", "cadence", "start_phase") if cyclic else ("amplitude", "tempo", "onset_s")
+    return Style(**{k: (v if k in keep else getattr(NOMINAL, k)) for k, v in values.items()})
+
+
 # --------------------------------------------------------------------------------------------
 # Helpers to build references
 # --------------------------------------------------------------------------------------------
@@ -104,17 +163,33 @@ WALK_HIP_ADD = [(0.0, 1), (0.15, 6), (0.5, 0), (0.67, -5), (0.85, -1)]
 WALK_HIP_ROT = [(0.0, 2), (0.2, 4), (0.55, -3), (0.8, -2)]
 
 
-def walking(speed: float, height: float, rate: float, cycles: float = 1.2, name: str = "walk") -> MotionPlan:
-    """Level walking at `speed` m/s starting at right heel strike.
+def _gait_clock(stride: float, cycles: float, rate: float, start_phase: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Trial time, gait phase (cycles since a right foot strike) and the clip's start time on
+    the gait clock, for a clip of `cycles` strides starting `start_phase` into the cycle."""
+    t = _time(cycles * stride, rate)
+    t0 = start_phase * stride
+    return t, (t + t0) / stride, t0
+
+
+def _cyclic_contacts(t: np.ndarray, t0: float, stride: float, phases: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+    """Contact masks from (on, off) phases of each contact point, on a clip starting at t0."""
+    tc = t + t0
+    t_end = float(tc[-1]) + 1e-9
+    return {p: intervals_mask(tc, periodic_intervals(on, off, stride, t0, t_end)) for p, (on, off) in phases.items()}
+
+
+def walking(speed: float, height: float, rate: float, cycles: float = 1.2, name: str = "walk",
+            cadence_factor: float = 1.0, start_phase: float = 0.0) -> MotionPlan:
+    """Level walking at `speed` m/s, the clip starting `start_phase` into the cycle (0: right
+    heel strike).
 
     Stride time from a cadence-speed relation scaled by stature (taller people take longer,
-    slower steps at the same speed): cadence [steps/min] = (64 + 37 v) * sqrt(1.70 / height).
-    Sagittal ranges grow mildly with speed.
+    slower steps at the same speed): cadence [steps/min] = (64 + 37 v) * sqrt(1.70 / height),
+    times `cadence_factor` (individual preference). Sagittal ranges grow mildly with speed.
     """
-    cadence = (64.0 + 37.0 * speed) * np.sqrt(GENERIC_HEIGHT_M / height)
+    cadence = (64.0 + 37.0 * speed) * np.sqrt(GENERIC_HEIGHT_M / height) * cadence_factor
     stride = 120.0 / cadence
-    t = _time(cycles * stride, rate)
-    ph = t / stride
+    t, ph, t0 = _gait_clock(stride, cycles, rate, start_phase)
     amp = float(np.clip(0.75 + 0.2 * speed, 0.85, 1.1))
 
     def scaled(keys: list[tuple[float, float]], k: float, offset: float = 0.0) -> Periodic:
@@ -149,14 +224,8 @@ def walking(speed: float, height: float, rate: float, cycles: float = 1.2, name:
         "elbow_flex_l": _deg(Periodic([(0.0, 30), (0.5, 15)]), ph),
         "pro_sup_r": np.full_like(t, 40 * DEG), "pro_sup_l": np.full_like(t, 40 * DEG),
     }
-    t_end = float(t[-1]) + 1e-9
-    sched = {
-        "heel_r": periodic_intervals(0.0, 0.42, stride, 0.0, t_end),
-        "toe_r": periodic_intervals(0.08, 0.62, stride, 0.0, t_end),
-        "heel_l": periodic_intervals(0.5, 0.92, stride, 0.0, t_end),
-        "toe_l": periodic_intervals(0.58, 0.12, stride, 0.0, t_end),
-    }
-    contact = {p: intervals_mask(t, iv) for p, iv in sched.items()}
+    contact = _cyclic_contacts(t, t0, stride, {"heel_r": (0.0, 0.42), "toe_r": (0.08, 0.62),
+                                               "heel_l": (0.5, 0.92), "toe_l": (0.58, 0.12)})
     return MotionPlan(name, "walk", t, q, contact, speed_m_s=speed, cycle_s=stride,
                       description=f"level walking at {speed:.2f} m/s, stride {stride:.2f} s")
 
@@ -166,13 +235,21 @@ RUN_KNEE = [(0.0, 18), (0.14, 40), (0.36, 20), (0.55, 75), (0.7, 100), (0.85, 45
 RUN_ANKLE = [(0.0, 3), (0.12, 18), (0.36, -22), (0.5, -10), (0.7, 3), (0.9, 6)]
 
 
-def running(speed: float, height: float, rate: float, cycles: float = 1.3, name: str = "run") -> MotionPlan:
-    """Running at `speed` m/s: rear-foot strike, stance 36 % of the stride, two flight phases."""
-    cadence = (150.0 + 6.0 * speed) * np.sqrt(GENERIC_HEIGHT_M / height)
+def running(speed: float, height: float, rate: float, cycles: float = 1.3, name: str = "run",
+            cadence_factor: float = 1.0, start_phase: float = 0.0) -> MotionPlan:
+    """Running at `speed` m/s: rear-foot strike, stance 36 % of the stride, two flight phases;
+    the clip starts `start_phase` into the cycle (0: right foot strike). Hip and knee ranges
+    grow with speed (Novacheck 1998), nominal at 3.2 m/s."""
+    cadence = (150.0 + 6.0 * speed) * np.sqrt(GENERIC_HEIGHT_M / height) * cadence_factor
     stride = 120.0 / cadence
-    t = _time(cycles * stride, rate)
-    ph = t / stride
-    hip, knee, ankle = Periodic(RUN_HIP), Periodic(RUN_KNEE), Periodic(RUN_ANKLE)
+    t, ph, t0 = _gait_clock(stride, cycles, rate, start_phase)
+    k = float(np.clip(1.0 + 0.1 * (speed - 3.2), 0.85, 1.15))
+
+    def scaled(keys: list[tuple[float, float]]) -> Periodic:
+        mean = np.mean([v for _, v in keys])
+        return Periodic([(p, mean + k * (v - mean)) for p, v in keys])
+
+    hip, knee, ankle = scaled(RUN_HIP), scaled(RUN_KNEE), Periodic(RUN_ANKLE)
     q = {
         "pelvis_tilt": _deg(Periodic([(0.0, -6), (0.25, -9), (0.5, -6), (0.75, -9)]), ph),
         "pelvis_list": _deg(Periodic([(0.0, 0), (0.15, -5), (0.5, 0), (0.65, 5)]), ph),
@@ -196,14 +273,8 @@ def running(speed: float, height: float, rate: float, cycles: float = 1.3, name:
         "elbow_flex_l": _deg(Periodic([(0.0, 95), (0.5, 75)]), ph),
         "pro_sup_r": np.full_like(t, 50 * DEG), "pro_sup_l": np.full_like(t, 50 * DEG),
     }
-    t_end = float(t[-1]) + 1e-9
-    sched = {
-        "heel_r": periodic_intervals(0.0, 0.12, stride, 0.0, t_end),
-        "toe_r": periodic_intervals(0.04, 0.36, stride, 0.0, t_end),
-        "heel_l": periodic_intervals(0.5, 0.62, stride, 0.0, t_end),
-        "toe_l": periodic_intervals(0.54, 0.86, stride, 0.0, t_end),
-    }
-    contact = {p: intervals_mask(t, iv) for p, iv in sched.items()}
+    contact = _cyclic_contacts(t, t0, stride, {"heel_r": (0.0, 0.12), "toe_r": (0.04, 0.36),
+                                               "heel_l": (0.5, 0.62), "toe_l": (0.54, 0.86)})
     # stance COM acceleration of a spring-mass runner: a half-sine vertical force whose impulse
     # carries body weight over the whole step (stance + flight), and a braking-then-propulsion
     # fore-aft force (Cavagna 1964; Novacheck 1998): a_y = -g + F/m, a_x = -A sin(2 pi tau / Ts)
@@ -371,16 +442,21 @@ def arm_raise(height: float, rate: float, name: str = "arm_raise") -> MotionPlan
 # --------------------------------------------------------------------------------------------
 
 MOTIONS: dict[str, Callable[..., MotionPlan]] = {
-    "walk_slow": lambda height, rate: walking(1.0, height, rate, name="walk_slow"),
-    "walk": lambda height, rate: walking(1.4, height, rate, name="walk"),
-    "run": lambda height, rate: running(3.2, height, rate, name="run"),
-    "squat": lambda height, rate: squat(height, rate),
-    "sit_to_stand": lambda height, rate: sit_to_stand(height, rate),
-    "cmj": lambda height, rate: counter_movement_jump(height, rate),
-    "lunge": lambda height, rate: lunge(height, rate),
-    "arm_raise": lambda height, rate: arm_raise(height, rate),
+    "walk_slow": lambda height, rate, st: walking(1.0 * st.speed, height, rate, name="walk_slow",
+                                                  cadence_factor=st.cadence, start_phase=st.start_phase),
+    "walk": lambda height, rate, st: walking(1.4 * st.speed, height, rate, name="walk",
+                                             cadence_factor=st.cadence, start_phase=st.start_phase),
+    "run": lambda height, rate, st: running(3.2 * st.speed, height, rate, name="run",
+                                            cadence_factor=st.cadence, start_phase=st.start_phase),
+    "squat": lambda height, rate, st: squat(height, rate),
+    "sit_to_stand": lambda height, rate, st: sit_to_stand(height, rate),
+    # the flight stays ballistic under tempo (its warped length is 0.44 s x sqrt(amplitude):
+    # a shallower counter-movement, a lower jump)
+    "cmj": lambda height, rate, st: counter_movement_jump(height, rate, flight_s=0.44 * np.sqrt(st.amplitude) / st.tempo),
+    "lunge": lambda height, rate, st: lunge(height, rate),
+    "arm_raise": lambda height, rate, st: arm_raise(height, rate),
 }
-"""Motion name -> plan builder(height_m, rate_hz). Names are used in config.yaml."""
+"""Motion name -> plan builder(height_m, rate_hz, style). Names are used in config.yaml."""
 
 MOTION_TYPE: dict[str, str] = {
     "walk_slow": "walk", "walk": "walk", "run": "run", "squat": "squat",
@@ -388,11 +464,52 @@ MOTION_TYPE: dict[str, str] = {
 }
 """Motion name -> motion type (the key for per-motion settings such as filter cut-offs)."""
 
+_UNSCALED = ("pelvis_ty", "pelvis_tz")
+"""References that amplitude leaves alone: standing pelvis height and lateral position."""
 
-def build_plan(motion: str, height: float, rate: float) -> MotionPlan:
-    """Build the plan of a named motion for a subject of the given stature (m) at `rate` Hz."""
+_STARTS_AWAY_FROM_STANDING = frozenset({"sit_to_stand"})
+"""Discrete motions whose standing posture is their last frame rather than their first."""
+
+
+def _restyle_discrete(plan: MotionPlan, style: Style, rate: float) -> MotionPlan:
+    """Apply amplitude, tempo and onset to a discrete motion built at a fine time step.
+
+    Trial time t maps to the nominal movement time (t - onset) / tempo (held at 0 during the
+    onset); references are re-evaluated there with a cubic spline (smooth accelerations for the
+    synthesiser) and contacts by nearest nominal sample. Amplitude scales every excursion from
+    the standing posture (the first frame, or the last for a motion that starts seated).
+    """
+    ref_frame = -1 if plan.motion_type in _STARTS_AWAY_FROM_STANDING else 0
+    duration = float(plan.time[-1])
+    t = _time(style.onset_s + style.tempo * duration, rate)
+    tn = np.clip((t - style.onset_s) / style.tempo, 0.0, duration)
+    q = {}
+    for name, ref in plan.q_ref.items():
+        ref = np.asarray(ref, dtype=float)
+        if name not in _UNSCALED:
+            ref = ref[ref_frame] + style.amplitude * (ref - ref[ref_frame])
+        q[name] = CubicSpline(plan.time, ref)(tn)
+    idx = np.clip(np.rint(np.interp(tn, plan.time, np.arange(len(plan.time)))).astype(int), 0, len(plan.time) - 1)
+    contact = {p: np.asarray(m)[idx] for p, m in plan.contact.items()}
+    return MotionPlan(plan.name, plan.motion_type, t, q, contact, solved=plan.solved,
+                      quasi_static=plan.quasi_static, sd=dict(plan.sd),
+                      description=(f"{plan.description} (amplitude x{style.amplitude:.2f}, "
+                                   f"tempo x{style.tempo:.2f}, onset {style.onset_s:.2f} s)"))
+
+
+def build_plan(motion: str, height: float, rate: float, style: Style = NOMINAL) -> MotionPlan:
+    """Build the plan of a named motion for a subject of the given stature (m) at `rate` Hz,
+    performed in `style` (the nominal style gives the library's textbook motion)."""
     if motion not in MOTIONS:
         raise ConfigError(f"unknown motion '{motion}'; known: {', '.join(sorted(MOTIONS))}")
-    plan = MOTIONS[motion](height, rate)
+    if style.speed <= 0 or style.cadence <= 0 or style.tempo <= 0 or style.amplitude < 0 or style.onset_s < 0:
+        raise ConfigError(f"invalid style {style.to_dict()}: speed, cadence and tempo must be > 0, "
+                          "amplitude and onset >= 0")
+    cyclic = MOTION_TYPE[motion] in CYCLIC
+    discrete_nominal = (style.amplitude, style.tempo, style.onset_s) == (1.0, 1.0, 0.0)
+    if cyclic or discrete_nominal:
+        plan = MOTIONS[motion](height, rate, style)
+    else:
+        plan = _restyle_discrete(MOTIONS[motion](height, max(4.0 * rate, 400.0), style), style, rate)
     plan.motion_type = MOTION_TYPE[motion]
     return plan
