@@ -132,3 +132,95 @@ def test_unknown_motion_is_a_config_error():
 
     with pytest.raises(ConfigError, match="unknown motion"):
         build_plan("moonwalk", 1.7, 100.0)
+
+
+# ------------------------------------------------------------------------------------------
+# Per-trial style (synthetic.variation)
+# ------------------------------------------------------------------------------------------
+
+RANGES = {"speed": (0.85, 1.15), "cadence": (0.95, 1.05), "start_phase": (0.0, 1.0),
+          "amplitude": (0.8, 1.05), "tempo": (0.85, 1.2), "onset_s": (0.0, 0.4)}
+
+
+def test_style_is_reproducible_and_applies_per_motion_kind():
+    from biohuman.motion.library import NOMINAL, sample_style
+
+    a = sample_style("walk", RANGES, np.random.default_rng([7, 1]))
+    assert a == sample_style("walk", RANGES, np.random.default_rng([7, 1]))
+    assert a != sample_style("walk", RANGES, np.random.default_rng([7, 2]))
+    # cyclic motions vary speed/cadence/start phase only; discrete ones amplitude/tempo/onset only
+    assert (a.amplitude, a.tempo, a.onset_s) == (NOMINAL.amplitude, NOMINAL.tempo, NOMINAL.onset_s)
+    b = sample_style("squat", RANGES, np.random.default_rng([7, 1]))
+    assert (b.speed, b.cadence, b.start_phase) == (NOMINAL.speed, NOMINAL.cadence, NOMINAL.start_phase)
+    for key, (lo, hi) in RANGES.items():
+        value = getattr(a if key in ("speed", "cadence", "start_phase") else b, key)
+        assert lo <= value <= hi
+    # degenerate ranges give the textbook motion
+    flat = {k: (getattr(NOMINAL, k),) * 2 for k in RANGES}
+    assert sample_style("cmj", flat, np.random.default_rng(0)) == NOMINAL
+
+
+def test_style_errors_are_config_errors():
+    from biohuman.errors import ConfigError
+    from biohuman.motion.library import Style, sample_style
+
+    with pytest.raises(ConfigError, match="unknown variation"):
+        sample_style("walk", {"sped": (0.9, 1.1)}, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="low"):
+        sample_style("walk", {"speed": (1.1, 0.9)}, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="invalid style"):
+        build_plan("squat", 1.7, RATE, Style(tempo=0.0))
+
+
+def test_cyclic_style_shifts_the_gait_clock():
+    from biohuman.motion.library import Style
+
+    nominal = build_plan("walk", 1.70, RATE)
+    styled = build_plan("walk", 1.70, RATE, Style(speed=1.1, cadence=1.0, start_phase=0.25))
+    # the clip starts a quarter cycle in: at the first frame the left toe (down from 58 % to
+    # 12 % of the cycle) has left the floor, while it is down at a right heel strike
+    assert nominal.contact["toe_l"][0] and not styled.contact["toe_l"][0]
+    # every contact phase is the same fraction of the (shorter) stride, counted from 25 %
+    ph = (styled.time / styled.cycle_s + 0.25) % 1.0
+    assert np.array_equal(styled.contact["toe_l"], (ph >= 0.58) | (ph < 0.12))
+    assert np.array_equal(styled.contact["heel_r"], ph < 0.42)
+    assert styled.speed_m_s == pytest.approx(1.4 * 1.1)
+    assert styled.cycle_s < nominal.cycle_s  # faster walking, higher cadence
+
+
+def test_discrete_style_warps_time_and_scales_depth():
+    from biohuman.motion.library import Style
+
+    nominal = build_plan("squat", 1.70, RATE)
+    st = Style(amplitude=0.8, tempo=1.2, onset_s=0.3)
+    styled = build_plan("squat", 1.70, RATE, st)
+    assert styled.time[-1] == pytest.approx(0.3 + 1.2 * nominal.time[-1], abs=1.0 / RATE)
+    knee_n, knee_s = nominal.q_ref["knee_angle_r"], styled.q_ref["knee_angle_r"]
+    # depth: the excursion from standing shrinks by the amplitude factor
+    assert knee_s.max() - knee_s[0] == pytest.approx(0.8 * (knee_n.max() - knee_n[0]), rel=1e-3)
+    # tempo and onset: the deepest point moves from t_n to 0.3 + 1.2 t_n
+    t_deep_n = nominal.time[np.argmax(knee_n)]
+    t_deep_s = styled.time[np.argmax(knee_s)]
+    lo, hi = 0.3 + 1.2 * 1.5, 0.3 + 1.2 * 1.7  # the hold between 1.5 and 1.7 s nominal
+    assert lo - 0.02 <= t_deep_s <= hi + 0.02 and 1.5 - 0.02 <= t_deep_n <= 1.7 + 0.02
+    # quiet standing during the onset
+    assert np.ptp(knee_s[styled.time < 0.3]) < 1e-9
+    # sit-to-stand scales from its standing end posture, so it still ends standing
+    sts = build_plan("sit_to_stand", 1.70, RATE, st)
+    base = build_plan("sit_to_stand", 1.70, RATE)
+    assert sts.q_ref["knee_angle_r"][-1] == pytest.approx(base.q_ref["knee_angle_r"][-1], abs=1e-6)
+    assert sts.q_ref["knee_angle_r"][0] < base.q_ref["knee_angle_r"][0]
+
+
+def test_styled_jump_stays_ballistic():
+    from biohuman.motion.library import Style
+
+    plan = build_plan("cmj", 1.70, RATE, Style(amplitude=0.85, tempo=1.2, onset_s=0.2))
+    res = synthesize(None, plan)
+    fl = ~res.contact.any(axis=1)
+    # the flight keeps its physical length under tempo: 0.44 s x sqrt(amplitude)
+    assert fl.sum() / RATE == pytest.approx(0.44 * np.sqrt(0.85), abs=0.03)
+    acc = (res.com[2:] - 2 * res.com[1:-1] + res.com[:-2]) * RATE**2
+    inner = fl[1:-1] & fl[:-2] & fl[2:]
+    assert np.all(np.abs(acc[inner, 1] + GRAVITY) < 0.5)
+    assert res.diagnostics["max_slide_m"] < 0.02 and res.diagnostics["max_sink_m"] < 0.01
