@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 TOL_M = 1e-3  # 1 mm (the requirement is < 1 cm)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from biohuman.errors import InputFormatError, UnitsError
-from biohuman.osim.model import load_model, opensim
+from biohuman.osim.model import coordinate_couplers, load_model, opensim
 
 # Friendly names for the joints of Rajagopal2015-like models; other joints keep their own name.
 JOINT_ALIASES: dict[str, str] = {
@@ -91,19 +91,16 @@ def _prepare(model_osim: str | Path | None, coordinates: pd.DataFrame) -> _Posed
         raise InputFormatError(f"columns are not coordinates of the model: {unknown[:10]}", path)
 
     # Dependent coordinates: evaluate their coupler function on the independent values.
-    cons = model.getConstraintSet()
-    for i in range(cons.getSize()):
-        cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
-        if cc is None or not cc.get_isEnforced():
+    for cc in coordinate_couplers(model):
+        if not cc.enforced:
             continue
-        names = cc.getIndependentCoordinateNames()
-        indep = [names.get(j) for j in range(names.getSize())]
+        indep = list(cc.independent)
         if not all(n in data for n in indep):
             continue
-        fn = cc.getFunction()
+        fn = cc.function
         lin = osim.LinearFunction.safeDownCast(fn)
         if lin is not None and len(indep) == 1:
-            data[cc.getDependentCoordinateName()] = lin.getSlope() * data[indep[0]] + lin.getIntercept()
+            data[cc.dependent] = lin.getSlope() * data[indep[0]] + lin.getIntercept()
         else:
             x = np.column_stack([data[n] for n in indep])
             vec = osim.Vector(len(indep), 0.0)
@@ -112,7 +109,7 @@ def _prepare(model_osim: str | Path | None, coordinates: pd.DataFrame) -> _Posed
                 for j in range(len(indep)):
                     vec.set(j, float(x[t, j]))
                 dep[t] = fn.calcValue(vec)
-            data[cc.getDependentCoordinateName()] = dep
+            data[cc.dependent] = dep
 
     coords, cols = [], []
     for name, values in data.items():

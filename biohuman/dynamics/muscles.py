@@ -50,7 +50,7 @@ import pandas as pd
 from biohuman.dynamics.kinematics import coordinate_name
 from biohuman.errors import ConfigError, InputFormatError
 from biohuman.io.atomic import atomic_path
-from biohuman.osim.model import load_model, opensim, opensim_version
+from biohuman.osim.model import load_model, opensim, opensim_version, single_couplers
 
 MOMENT_ARM_MODES = ("opensim", "dLdq")
 SURROGATE_VERSION = 2  # 2: higher degrees for muscles spanning 1-3 coordinates
@@ -373,14 +373,8 @@ def _muscle_bodies(muscle) -> list[str]:  # noqa: ANN001
 
 def _independent_free(model) -> tuple[list[str], dict[str, tuple[str, object]]]:  # noqa: ANN001
     """(unlocked coordinates that no coupler drives, {dependent: (independent, function)})."""
-    osim = opensim()
     cs = model.getCoordinateSet()
-    deps = {}
-    cons = model.getConstraintSet()
-    for i in range(cons.getSize()):
-        cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
-        if cc is not None and cc.get_isEnforced() and cc.getIndependentCoordinateNames().getSize() == 1:
-            deps[cc.getDependentCoordinateName()] = (cc.getIndependentCoordinateNames().get(0), cc.getFunction())
+    deps = single_couplers(model)
     free = [cs.get(i).getName() for i in range(cs.getSize())
             if not cs.get(i).get_locked() and cs.get(i).getName() not in deps]
     return free, deps

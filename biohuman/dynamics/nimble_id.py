@@ -63,7 +63,7 @@ import pandas as pd
 from biohuman.dynamics.grf import FEET, GroundForces
 from biohuman.dynamics.kinematics import coordinate_name
 from biohuman.errors import InputFormatError, SolverError
-from biohuman.osim.model import load_model, opensim, resolve_model_path
+from biohuman.osim.model import coordinate_couplers, load_model, opensim, resolve_model_path, single_couplers
 
 QDD_METHODS = ("spline", "speed_spline", "central")
 BIAS_MODES = ("opensim", "exact")
@@ -174,17 +174,11 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> NimbleModel:  # noqa: A
 
     model = load_model(path)
     state = model.initSystem()
-    osim = opensim()
     cs = model.getCoordinateSet()
     coords = [cs.get(i).getName() for i in range(cs.getSize())]
     trans = tuple(c for c in coords if cs.get(c).getMotionType() == 2)
     locked = tuple(c for c in coords if cs.get(c).get_locked())
-    coupled = []
-    cons = model.getConstraintSet()
-    for i in range(cons.getSize()):
-        cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
-        if cc is not None:
-            coupled.append(cc.getDependentCoordinateName())
+    coupled = [c.dependent for c in coordinate_couplers(model)]
     defaults = {c: float(cs.get(c).getDefaultValue()) for c in coords}
     g = model.getGravity()
     gravity = np.array([g.get(0), g.get(1), g.get(2)], dtype=float)
@@ -249,14 +243,7 @@ class _AttachedBody:
 
 def _couplers(model) -> dict[str, tuple[str, object]]:  # noqa: ANN001
     """Enforced one-argument couplers: dependent coordinate -> (independent coordinate, function)."""
-    osim = opensim()
-    out = {}
-    cons = model.getConstraintSet()
-    for i in range(cons.getSize()):
-        cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
-        if cc is not None and cc.get_isEnforced() and cc.getIndependentCoordinateNames().getSize() == 1:
-            out[cc.getDependentCoordinateName()] = (cc.getIndependentCoordinateNames().get(0), cc.getFunction())
-    return out
+    return single_couplers(model)
 
 
 def _tabulate_attached(model, state, body, parent, dependent: str, lo: float, hi: float):  # noqa: ANN001, ANN202

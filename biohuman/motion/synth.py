@@ -27,7 +27,7 @@ import scipy.sparse.linalg as spla
 
 from biohuman.errors import SolverError
 from biohuman.motion.library import CONTACT_POINTS, DEG, MotionPlan
-from biohuman.osim.model import foot_geometry, load_model, opensim
+from biohuman.osim.model import coordinate_couplers, foot_geometry, load_model, opensim
 
 GRAVITY = 9.80665
 
@@ -51,12 +51,8 @@ class ModelKinematics:
         self.index = {n: i for i, n in enumerate(self.names)}
         self.default = np.array([c.getDefaultValue() for c in self._coords])
         self._coupled: dict[int, tuple[int, object]] = {}
-        cons = self.model.getConstraintSet()
-        for i in range(cons.getSize()):
-            cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
-            if cc is not None:
-                indep = cc.getIndependentCoordinateNames().get(0)
-                self._coupled[self.index[indep]] = (self.index[cc.getDependentCoordinateName()], cc.getFunction())
+        for cc in coordinate_couplers(self.model):
+            self._coupled[self.index[cc.independent[0]]] = (self.index[cc.dependent], cc.function)
         bodies = self.model.getBodySet()
         self._points = [(bodies.get(b), osim.Vec3(*p)) for b, p in points]
         self._arg = osim.Vector(1, 0.0)

@@ -101,7 +101,7 @@ def _vec(v) -> np.ndarray:  # noqa: ANN001 - opensim Vec3
 def kinematic_tree(model_osim: str | None = None) -> KinematicTree:
     """Read the kinematic tree of an .osim model (None: generic Rajagopal2015). Cached."""
     from biohuman.dynamics.kinematics import JOINT_ALIASES
-    from biohuman.osim.model import load_model, opensim
+    from biohuman.osim.model import coordinate_couplers, load_model, opensim
 
     osim = opensim()
     model = load_model(model_osim)
@@ -116,16 +116,13 @@ def kinematic_tree(model_osim: str | None = None) -> KinematicTree:
 
     # coupled coordinates: dependent -> (independent, function)
     couplers: dict[str, tuple[str, object]] = {}
-    cons = model.getConstraintSet()
-    for i in range(cons.getSize()):
-        cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
-        if cc is None or not cc.get_isEnforced():
+    for c in coordinate_couplers(model):
+        if not c.enforced:
             continue
-        names = cc.getIndependentCoordinateNames()
-        if names.getSize() != 1:
-            raise ConfigError(f"coupler {cc.getName()} has {names.getSize()} independent coordinates; only 1 supported",
-                              model_osim)
-        couplers[cc.getDependentCoordinateName()] = (names.get(0), cc.getFunction())
+        if len(c.independent) != 1:
+            raise ConfigError(f"the coupler of {c.dependent} has {len(c.independent)} independent coordinates; "
+                              "only 1 supported", model_osim)
+        couplers[c.dependent] = (c.independent[0], c.function)
 
     def tabulate(fn, coord: str) -> _Fn:  # noqa: ANN001 - opensim Function
         """Express fn(coord) as a function of an independent coordinate (composing couplers)."""

@@ -26,7 +26,7 @@ from biohuman.io.storage import write_storage as _io_write_storage
 from biohuman.io.trc import MarkerData
 from biohuman.io.trc import read_trc as _io_read_trc
 from biohuman.io.trc import write_trc as _io_write_trc
-from biohuman.osim.model import opensim
+from biohuman.osim.model import coordinate_couplers, opensim
 
 # ---------------------------------------------------------------------------------------------
 # OpenSim log capture
@@ -253,16 +253,13 @@ def set_pose(model, state, values: Mapping[str, float]) -> None:  # noqa: ANN001
     for name, v in values.items():
         if cs.contains(name):
             cs.get(name).setValue(state, float(v), False)
-    cons = model.getConstraintSet()
-    for i in range(cons.getSize()):
-        cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
-        if cc is None or not cc.isEnforced(state):
+    for cc in coordinate_couplers(model):
+        if not cc.constraint.isEnforced(state):
             continue
-        indep = cc.getIndependentCoordinateNames()
-        x = osim.Vector(indep.getSize(), 0.0)
-        for k in range(indep.getSize()):
-            x.set(k, cs.get(indep.get(k)).getValue(state))
-        cs.get(cc.getDependentCoordinateName()).setValue(state, cc.getFunction().calcValue(x), False)
+        x = osim.Vector(len(cc.independent), 0.0)
+        for k, name in enumerate(cc.independent):
+            x.set(k, cs.get(name).getValue(state))
+        cs.get(cc.dependent).setValue(state, cc.function.calcValue(x), False)
     model.realizePosition(state)
 
 

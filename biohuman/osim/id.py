@@ -40,7 +40,7 @@ from biohuman.osim._tools import (
     write_setup_xml,
     write_storage,
 )
-from biohuman.osim.model import opensim
+from biohuman.osim.model import opensim, single_couplers
 
 TIME_MARGIN_S = 0.25
 """Coordinates kept on each side of the requested time range (filter and spline edge effects)."""
@@ -67,14 +67,7 @@ def prepare_coordinates(model, coordinates_file: str | Path, out_mot: str | Path
         raise InputFormatError("a coordinates file needs at least two rows", coordinates_file)
     cs = model.getCoordinateSet()
     names = [cs.get(i).getName() for i in range(cs.getSize())]
-    dependents: dict[str, tuple[str, object]] = {}
-    cons = model.getConstraintSet()
-    for i in range(cons.getSize()):
-        cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
-        if cc is not None and cc.get_isEnforced():
-            indep = cc.getIndependentCoordinateNames()
-            if indep.getSize() == 1:
-                dependents[cc.getDependentCoordinateName()] = (indep.get(0), cc.getFunction())
+    dependents = single_couplers(model)
     missing = [c for c in names if c not in q.columns and c not in dependents]
     unlocked = [c for c in missing if not cs.get(c).get_locked()]
     if unlocked and strict:

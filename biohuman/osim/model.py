@@ -27,6 +27,42 @@ def opensim():  # noqa: ANN201 - returns the opensim module
     return osim
 
 
+@dataclass(frozen=True)
+class Coupler:
+    """One CoordinateCouplerConstraint of a model: dependent = function(independent...).
+
+    `function` and `constraint` are owned by the model and valid while it lives.
+    """
+
+    dependent: str
+    independent: tuple[str, ...]
+    function: object  # opensim.Function
+    enforced: bool
+    constraint: object  # opensim.CoordinateCouplerConstraint
+
+
+def coordinate_couplers(model) -> list[Coupler]:  # noqa: ANN001 - opensim.Model
+    """Every coordinate coupler of a model, in constraint-set order (callers choose their policy:
+    enforced only, one independent coordinate only)."""
+    osim = opensim()
+    out = []
+    cons = model.getConstraintSet()
+    for i in range(cons.getSize()):
+        cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
+        if cc is None:
+            continue
+        names = cc.getIndependentCoordinateNames()
+        out.append(Coupler(cc.getDependentCoordinateName(), tuple(names.get(j) for j in range(names.getSize())),
+                           cc.getFunction(), bool(cc.get_isEnforced()), cc))
+    return out
+
+
+def single_couplers(model) -> dict[str, tuple[str, object]]:  # noqa: ANN001 - opensim.Model
+    """Enforced one-argument couplers: dependent coordinate -> (independent coordinate, function)."""
+    return {c.dependent: (c.independent[0], c.function) for c in coordinate_couplers(model)
+            if c.enforced and len(c.independent) == 1}
+
+
 def opensim_version() -> str:
     """Version string of the installed OpenSim bindings."""
     return str(opensim().__version__)
@@ -101,7 +137,6 @@ class ModelInfo:
 @functools.lru_cache(maxsize=16)
 def model_info(path: str | Path | None = None) -> ModelInfo:
     """Collect names (coordinates, muscles, markers, bodies) and the total mass of a model."""
-    osim = opensim()
     model = load_model(path)
     state = model.initSystem()
     cs = model.getCoordinateSet()
@@ -112,12 +147,7 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
         (rot if c.getMotionType() != 2 else trans).append(c.getName())
         if c.get_locked():
             locked.append(c.getName())
-    coupled = []
-    cons = model.getConstraintSet()
-    for i in range(cons.getSize()):
-        cc = osim.CoordinateCouplerConstraint.safeDownCast(cons.get(i))
-        if cc is not None:
-            coupled.append(cc.getDependentCoordinateName())
+    coupled = [c.dependent for c in coordinate_couplers(model)]
     muscles = [model.getMuscles().get(i).getName() for i in range(model.getMuscles().getSize())]
     ms = model.getMarkerSet()
     markers = [ms.get(i).getName() for i in range(ms.getSize())]
