@@ -153,6 +153,14 @@ def test_train_and_evaluate_all_methods(tmp_path: Path) -> None:
         lo, hi = split["end_to_end"]["rmse_ci95"]
         assert lo <= split["end_to_end"]["rmse"] <= hi or split["end_to_end"]["n_subjects"] == 1
     assert res["held_out_subjects"]["end_to_end"]["n_subjects"] == 1
+    # per motion type: every test motion of each split, sample counts adding up to the pooled ones
+    per_motion = json.loads((root / "eval" / "per_motion.json").read_text())
+    assert set(per_motion["held_out_motions"]) == {"squat"}
+    for split, by_motion in per_motion.items():
+        for method, pooled in on_disk[split].items():
+            assert sum(m[method]["n_samples"] for m in by_motion.values()) == pooled["n_samples"]
+    only = per_motion["held_out_motions"]["squat"]["end_to_end"]
+    assert only["pcc"] == pytest.approx(on_disk["held_out_motions"]["end_to_end"]["pcc"])
     for name in ("pcc_per_muscle", "traces", "heatmap"):
         assert (root / "eval" / "plots" / f"held_out_motions_{name}.png").is_file()
     # the pose-stage checkpoint has no activation head; the second stage has only activation terms

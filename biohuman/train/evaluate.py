@@ -71,6 +71,16 @@ def summarise(samples: Mapping[str, Sequence[Mapping[str, Any]]], *, n_boot: int
     return {m: metrics_with_ci(s, n_boot=n_boot, seed=seed) for m, s in samples.items() if s}
 
 
+def summarise_by_motion(samples: Mapping[str, Sequence[Mapping[str, Any]]], *, n_boot: int, seed: int
+                        ) -> dict[str, dict[str, Any]]:
+    """{motion: {method: metrics_with_ci}}: the split's figures per motion type, so a reader
+    sees where a method wins or loses (a pooled number can hide a motion it fails on)."""
+    motions = sorted({str(s["motion"]) for ss in samples.values() for s in ss})
+    return {mo: {m: metrics_with_ci([s for s in ss if s["motion"] == mo], n_boot=n_boot, seed=seed)
+                 for m, ss in samples.items() if any(s["motion"] == mo for s in ss)}
+            for mo in motions}
+
+
 def _json_safe(obj: Any) -> Any:
     """NaN / inf -> None (strict JSON), recursively; numpy scalars -> float."""
     if isinstance(obj, dict):
@@ -144,7 +154,8 @@ def plot_split(split: str, samples: Mapping[str, Sequence[Mapping[str, Any]]], m
 
 def evaluate(config: Mapping[str, Any], splits_json: str | Path, train_dir: str | Path, out_json: str | Path
              ) -> dict[str, Any]:
-    """Evaluate every method on both splits; writes metrics.json, per_muscle.json and plots next to out_json."""
+    """Evaluate every method on both splits; writes metrics.json, per_muscle.json, per_motion.json
+    (the same metrics per motion type) and plots next to out_json."""
     from biohuman.train.run import dataset_trials, read_splits, sequences, train_seed
 
     ec = config["train"]["eval"]
@@ -152,6 +163,7 @@ def evaluate(config: Mapping[str, Any], splits_json: str | Path, train_dir: str 
     trials = dataset_trials(config)
     result: dict[str, Any] = {}
     per_muscle: dict[str, Any] = {}
+    per_motion: dict[str, Any] = {}
     for name, sp in read_splits(splits_json).items():
         d = Path(train_dir) / name
         ck = {m: d / m / "model.pt" for m in ("end_to_end", "pose_stage", "pose_to_activation")}
@@ -159,12 +171,14 @@ def evaluate(config: Mapping[str, Any], splits_json: str | Path, train_dir: str 
         train = sequences(config, list(sp.train), trials)
         samples = predict_methods(test, train, ck)
         result[name] = summarise(samples, n_boot=int(ec["n_boot"]), seed=train_seed(config))
+        per_motion[name] = summarise_by_motion(samples, n_boot=int(ec["n_boot"]), seed=train_seed(config))
         muscles = list(test[0]["muscles"])
         per_muscle[name] = {"muscles": muscles, **{
             m: pcc_per_muscle([s["pred_activation"] for s in ss], [s["label_activation"] for s in ss]).tolist()
             for m, ss in samples.items()}}
         plot_split(name, samples, muscles, list(ec["trace_muscles"]), out_json.parent / "plots")
     atomic_write_text(out_json.parent / "per_muscle.json", json.dumps(_json_safe(per_muscle), indent=1, allow_nan=False))
+    atomic_write_text(out_json.parent / "per_motion.json", json.dumps(_json_safe(per_motion), indent=1, allow_nan=False))
     atomic_write_text(out_json, json.dumps(_json_safe(result), indent=1, allow_nan=False))
     return result
 

@@ -63,7 +63,7 @@ rule train_method:
 
 
 rule evaluate:
-    """Every method on both held-out splits -> metrics.json (+ CIs), per_muscle.json and plots."""
+    """Every method on both held-out splits -> metrics.json (+ CIs), per_muscle.json, per_motion.json and plots."""
     input:
         splits=f"{R}/train/splits.json",
         models=[f"{R}/train/{s}/{m}/model.pt" for s in SPLIT_NAMES for m in TRAIN_METHODS],
