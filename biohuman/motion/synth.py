@@ -40,8 +40,7 @@ class ModelKinematics:
     coordinate through the coupler function.
     """
 
-    def __init__(self, model_path: str | Path | None, points: list[tuple[str, tuple[float, float, float]]],
-                 with_bodies: bool = False) -> None:
+    def __init__(self, model_path: str | Path | None, points: list[tuple[str, tuple[float, float, float]]]) -> None:
         osim = opensim()
         self.model_path = model_path
         self.model = load_model(model_path)
@@ -56,7 +55,7 @@ class ModelKinematics:
             self._coupled[self.index[cc.independent[0]]] = (self.index[cc.dependent], cc.function)
         bodies = self.model.getBodySet()
         self._points = [(bodies.get(b), osim.Vec3(*p)) for b, p in points]
-        self._bodies = [(bodies.get(i), bodies.get(i).getMassCenter()) for i in range(bodies.getSize())] if with_bodies else []
+        self._bodies = [(bodies.get(i), bodies.get(i).getMassCenter()) for i in range(bodies.getSize())]
         self.body_masses = np.array([b.getMass() for b, _ in self._bodies])
         self.n_outputs = 3 * (len(self._points) + 1 + len(self._bodies))
         self._arg = osim.Vector(1, 0.0)
@@ -92,8 +91,8 @@ class ModelKinematics:
             self._coords[dep[0]].setValue(self.state, dep[1], False)
 
     def outputs(self) -> np.ndarray:
-        """Ground positions of the points, the centre of mass, then (`with_bodies`) every body's
-        mass centre, flattened (3 * (P + 1 + B),)."""
+        """Ground positions of the points, the centre of mass, then every body's mass centre,
+        flattened (3 * (P + 1 + B),)."""
         self.model.realizePosition(self.state)
         out = np.empty(self.n_outputs)
         for k, (body, p) in enumerate(self._points):
@@ -555,7 +554,7 @@ def synthesize(
         kind, side = name.split("_")
         fg = feet[side]
         points.append((fg.heel_body, fg.heel) if kind == "heel" else (fg.toe_body, fg.toe))
-    kin = ModelKinematics(model_path, points, with_bodies=True)
+    kin = ModelKinematics(model_path, points)
     prob = _Problem(kin, plan, {**DEFAULT_SD, **plan.sd, **(sd or {})})
     x = _initial_guess(prob)
     bar = None
