@@ -55,9 +55,6 @@ class ModelKinematics:
             self._coupled[self.index[cc.independent[0]]] = (self.index[cc.dependent], cc.function)
         bodies = self.model.getBodySet()
         self._points = [(bodies.get(b), osim.Vec3(*p)) for b, p in points]
-        self._bodies = [(bodies.get(i), bodies.get(i).getMassCenter()) for i in range(bodies.getSize())]
-        self.body_masses = np.array([b.getMass() for b, _ in self._bodies])
-        self.n_outputs = 3 * (len(self._points) + 1 + len(self._bodies))
         self._arg = osim.Vector(1, 0.0)
 
     def coupled_value(self, i: int, value: float) -> tuple[int, float] | None:
@@ -91,19 +88,14 @@ class ModelKinematics:
             self._coords[dep[0]].setValue(self.state, dep[1], False)
 
     def outputs(self) -> np.ndarray:
-        """Ground positions of the points, the centre of mass, then every body's mass centre,
-        flattened (3 * (P + 1 + B),)."""
+        """Ground positions of the points then the centre of mass, flattened (3 * (P + 1),)."""
         self.model.realizePosition(self.state)
-        out = np.empty(self.n_outputs)
+        out = np.empty(3 * (len(self._points) + 1))
         for k, (body, p) in enumerate(self._points):
             v = body.findStationLocationInGround(self.state, p)
             out[3 * k: 3 * k + 3] = (v.get(0), v.get(1), v.get(2))
-        k0 = 3 * len(self._points)
         c = self.model.calcMassCenterPosition(self.state)
-        out[k0: k0 + 3] = (c.get(0), c.get(1), c.get(2))
-        for k, (body, p) in enumerate(self._bodies):
-            v = body.findStationLocationInGround(self.state, p)
-            out[k0 + 3 + 3 * k: k0 + 6 + 3 * k] = (v.get(0), v.get(1), v.get(2))
+        out[-3:] = (c.get(0), c.get(1), c.get(2))
         return out
 
 
@@ -205,11 +197,10 @@ class _Problem:
 
     # ---- kinematics
     def evaluate(self, x: np.ndarray, jacobian: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Outputs (T, 15 + 3B): contact points (12), centre of mass (3), body mass centres (3B);
-        and, if asked, their derivatives (T, 15 + 3B, n) by forward differences."""
+        """Outputs (T, 15) and, if asked, their derivatives (T, 15, n) by forward differences."""
         q = self.full(x)
-        out = np.empty((self.T, self.kin.n_outputs))
-        jac = np.empty((self.T, self.kin.n_outputs, self.n)) if jacobian else None
+        out = np.empty((self.T, 15))
+        jac = np.empty((self.T, 15, self.n)) if jacobian else None
         h = 1e-6
         for t in range(self.T):
             self.kin.set_all(q[t])
@@ -220,49 +211,6 @@ class _Problem:
                     jac[t, :, k] = (self.kin.outputs() - out[t]) / h
                     self.kin.set_one(i, q[t, i])
         return out, jac
-
-    def zmp(self, out: np.ndarray, jac: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray] | None]:
-        """Zero-moment point (x, z) on the floor at frames 1..T-2 from the bodies' mass centres:
-        p_h = sum m_i ((a_iy + g) r_ih - a_ih r_iy) / sum m_i (a_iy + g) (segment spin inertia
-        neglected), and, with `jac`, dp/dq of the solved variables at frames k-1, k, k+1
-        (three (T-2, 2, n) arrays)."""
-        m = self.kin.body_masses
-        B = len(m)
-        dt2 = self.dt ** 2
-        r = out[:, 15: 15 + 3 * B].reshape(self.T, B, 3)
-        a = (r[2:] - 2 * r[1:-1] + r[:-2]) / dt2
-        rk = r[1:-1]
-        ay = a[:, :, 1] + GRAVITY
-        D = np.maximum(ay @ m, float(m.sum()))  # total vertical force / (1 m/s^2) floor
-        p = np.stack([((ay * rk[:, :, h] - a[:, :, h] * rk[:, :, 1]) @ m) / D for h in (0, 2)], axis=1)
-        if jac is None:
-            return p, None
-        J = jac[:, 15: 15 + 3 * B, :].reshape(self.T, B, 3, self.n)
-        dp = []
-        for w_i, c in enumerate((1.0, -2.0, 1.0)):
-            Jw = J[w_i: w_i + self.T - 2]
-            centre = 1.0 if w_i == 1 else 0.0
-            d = np.empty((self.T - 2, 2, self.n))
-            for j, h in enumerate((0, 2)):
-                coef_h = m * (centre * ay - c / dt2 * rk[:, :, 1]) / D[:, None]
-                coef_y = m * (c / dt2 * rk[:, :, h] - centre * a[:, :, h] - p[:, j, None] * c / dt2) / D[:, None]
-                d[:, j, :] = np.einsum("tb,tbn->tn", coef_h, Jw[:, :, h, :]) + np.einsum("tb,tbn->tn", coef_y, Jw[:, :, 1, :])
-            dp.append(d)
-        return p, dp
-
-    def balance_diagnostics(self, x: np.ndarray, out: np.ndarray) -> dict[str, float]:
-        """How far the bodies' zero-moment point leaves the support area in stance (m; max and
-        RMS over stance frames): a motion the feet cannot carry shows up later as pelvis
-        residuals of inverse dynamics."""
-        if self.T < 3:
-            return {"max_cop_outside_m": 0.0, "rms_cop_outside_m": 0.0}
-        p, _ = self.zmp(out, None)
-        anchors_xz = self.anchors(x)
-        gaps = [float(np.linalg.norm(p[k] - _support_projection(p[k], anchors_xz[self.anchor_of[t][self.anchor_of[t] >= 0]],
-                                                                 self.half_width)))
-                for k, t in enumerate(range(1, self.T - 1)) if not self.flight[t]]
-        g = np.array(gaps) if gaps else np.zeros(1)
-        return {"max_cop_outside_m": float(g.max()), "rms_cop_outside_m": float(np.sqrt(np.mean(g ** 2)))}
 
     # ---- residuals
     def residuals(self, x: np.ndarray, out: np.ndarray, jac: np.ndarray | None):  # noqa: ANN201
@@ -380,25 +328,32 @@ class _Problem:
                         vals.append(d.ravel())
                 r0 += len(mid)
 
-        # 5. dynamic balance: the centre of pressure implied by the motion of every body (the
-        #    zero-moment point of the bodies as point masses at their mass centres, so swinging
-        #    limbs and the trunk count, not only the COM) must lie within the support area
+        # 5. dynamic balance: the centre of pressure implied by the COM motion (point-mass
+        #    model, p = c - c_y a / (a_y + g)) must lie within the support area of the feet
         if T >= 3 and np.isfinite(sd["cop"]):
             wz = 1.0 / sd["cop"]
+            com = out[:, 12:15]
+            acc = (com[2:] - 2 * com[1:-1] + com[:-2]) / dt2
             mid = np.arange(1, T - 1)
             stance = ~self.flight[mid]
-            p, dp = self.zmp(out, jac)
+            D = np.maximum(acc[:, 1] + GRAVITY, 1.0)
+            cy = com[1:-1, 1]
             anchors_xz = self.anchors(x)
+            p = com[1:-1][:, [0, 2]] - (cy / D)[:, None] * acc[:, [0, 2]]
             target = np.array([_support_projection(p[k], anchors_xz[self.anchor_of[t][self.anchor_of[t] >= 0]],
                                                    self.half_width) if stance[k] else p[k]
                                for k, t in enumerate(mid)])
             gap = (p - target) * stance[:, None]
-            for j in range(2):
+            for j, h in enumerate((0, 2)):
                 res.append(gap[:, j] * wz)
                 if jac is not None:
-                    active = (np.abs(gap[:, j]) > 0) * wz
-                    for w_i, frames in enumerate((mid - 1, mid, mid + 1)):
-                        d = dp[w_i][:, j, :] * active[:, None]
+                    active = np.abs(gap[:, j]) > 0
+                    ah = acc[:, h]
+                    for dt_, w_k in ((-1, 1.0), (0, -2.0), (1, 1.0)):
+                        frames = mid + dt_
+                        dch = (-cy / D * w_k / dt2 + (1.0 if dt_ == 0 else 0.0))
+                        dcy = (cy * ah / D**2 * w_k / dt2 - (ah / D if dt_ == 0 else 0.0))
+                        d = (jac[frames, 12 + h, :] * dch[:, None] + jac[frames, 13, :] * dcy[:, None]) * (wz * active)[:, None]
                         rows.append(np.repeat(np.arange(r0, r0 + len(mid)), n))
                         cols.append((frames[:, None] * n + np.arange(n)[None, :]).ravel())
                         vals.append(d.ravel())
@@ -578,7 +533,6 @@ def synthesize(
     pts = out[:, :12].reshape(T, 4, 3)
     com = out[:, 12:15]
     diag = diagnostics(plan, pts, com, prob.contact)
-    diag.update(prob.balance_diagnostics(x, out))
     diag["iterations"] = float(it)
     diag["cost"] = cost
     ref = prob.q_ref_full[:, prob.solved]
