@@ -170,3 +170,22 @@ def test_walking_markers_close_to_experiment(external_dir: Path) -> None:
     assert abs(offset[1] + 0.021) < 0.005 and abs(offset[0]) < 0.005 and abs(offset[2]) < 0.005
     err = np.linalg.norm(diffs - offset, axis=2)
     assert np.nanmedian(err) < 0.025
+
+
+def test_coordinate_couplers_of_rajagopal() -> None:
+    """The one coupler reader: Rajagopal2015's knee `*_beta` coordinates follow the knee angle."""
+    from biohuman.osim.model import coordinate_couplers, single_couplers
+
+    model = load_model(None)
+    model.initSystem()
+    couplers = {c.dependent: c for c in coordinate_couplers(model)}
+    assert {"knee_angle_r_beta", "knee_angle_l_beta"} <= set(couplers)
+    for side in ("r", "l"):
+        c = couplers[f"knee_angle_{side}_beta"]
+        assert c.independent == (f"knee_angle_{side}",) and c.enforced
+        # the function is OpenSim's own: evaluate it through the constraint object too
+        x = opensim().Vector(1, 1.0)
+        assert c.function.calcValue(x) == pytest.approx(c.constraint.getFunction().calcValue(x))
+    single = single_couplers(model)
+    assert single["knee_angle_r_beta"][0] == "knee_angle_r"
+    assert set(single) == {d for d, c in couplers.items() if c.enforced and len(c.independent) == 1}
