@@ -88,9 +88,9 @@ def step_scale(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, A
                       marker_placement=config["scale"]["marker_placement"],
                       max_pose_deviation_deg=config["scale"]["max_static_pose_deviation_deg"],
                       setup_out=out_dir / "scale_setup.xml")
-    strength_cfg = config["scale"].get("muscle_strength", {})
-    strength = scale_muscle_strength(res.model, generic, method=strength_cfg.get("method", "mass"),
-                                     exponent=float(strength_cfg.get("exponent", 2.0 / 3.0)))
+    strength_cfg = config["scale"]["muscle_strength"]  # defaults filled by the config schema
+    strength = scale_muscle_strength(res.model, generic, method=strength_cfg["method"],
+                                     exponent=float(strength_cfg["exponent"]))
     summary = {
         "subject": subject, "mass_kg": mass, "height_m": float(sheet_data["height_m"]),
         "scale_factors": {k: np.asarray(v).tolist() for k, v in res.scale_factors.items()},

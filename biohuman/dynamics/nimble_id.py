@@ -241,11 +241,6 @@ class _AttachedBody:
     omega: object  # CubicSpline beta -> (3,) w = vee(R' R^T), relative angular velocity per unit beta
 
 
-def _couplers(model) -> dict[str, tuple[str, object]]:  # noqa: ANN001
-    """Enforced one-argument couplers: dependent coordinate -> (independent coordinate, function)."""
-    return single_couplers(model)
-
-
 def _tabulate_attached(model, state, body, parent, dependent: str, lo: float, hi: float):  # noqa: ANN001, ANN202
     """Splines of a body's COM, orientation and relative angular velocity in `parent` against the
     coordinate `dependent` over [lo, hi] (OpenSim evaluates the joint's functions)."""
@@ -296,7 +291,7 @@ def _merge_dropped_bodies(model, state, skel, path: str, dofs: tuple[str, ...]):
         child = j.getChildFrame().findBaseFrame().getName()
         parent_of[child] = j.getParentFrame().findBaseFrame().getName()
         joint_of[child] = j
-    couplers = _couplers(model)
+    couplers = single_couplers(model)
     cs = model.getCoordinateSet()
     merged: dict[str, str] = {}
     attached: list[_AttachedBody] = []

@@ -43,13 +43,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from biohuman.dynamics.nimble_id import NimbleModel, _couplers
+from biohuman.dynamics.nimble_id import NimbleModel
 from biohuman.errors import MarkerError, SolverError
 from biohuman.io.atomic import atomic_write_text
 from biohuman.io.trc import MarkerData, read_trc
 from biohuman.osim._tools import time_range_of, write_storage
 from biohuman.osim.ik import IKResult, ik_marker_weights
-from biohuman.osim.model import opensim
+from biohuman.osim.model import opensim, single_couplers
 
 SETTINGS_SUFFIX = "_ik_settings.json"
 """The settings record written beside the .mot (`<stem>_ik_settings.json`), IKResult.setup."""
@@ -341,7 +341,7 @@ def _coupled_values(model: NimbleModel, coords: pd.DataFrame) -> dict[str, np.nd
     osim = opensim()
     out = {}
     vec = osim.Vector(1, 0.0)
-    for dep, (ind, fn) in _couplers(model._opensim_model).items():
+    for dep, (ind, fn) in single_couplers(model._opensim_model).items():
         if ind not in coords.columns:
             continue
         vals = np.empty(len(coords))

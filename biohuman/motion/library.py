@@ -92,7 +92,7 @@ class Style:
     start_phase: float = 0.0
     """Cyclic motions: fraction of the gait cycle at which the clip starts (0 = right foot strike)."""
     amplitude: float = 1.0
-    """Discrete motions: factor on every joint excursion from the starting posture (squat depth,
+    """Discrete motions: factor on every joint excursion from the standing posture (squat depth,
     lunge step and depth, counter-movement depth, arm elevation)."""
     tempo: float = 1.0
     """Discrete motions: factor on the duration of the movement (> 1 slower)."""
@@ -113,12 +113,17 @@ CYCLIC = frozenset({"walk", "run"})
 """Motion types built from gait cycles; the others are one repetition of a discrete movement."""
 
 
+def _check_motion(motion: str) -> None:
+    """ConfigError naming the known motions when `motion` is not one of them."""
+    if motion not in MOTIONS:
+        raise ConfigError(f"unknown motion '{motion}'; known: {', '.join(sorted(MOTIONS))}")
+
+
 def sample_style(motion: str, ranges: dict[str, tuple[float, float]], rng: np.random.Generator) -> Style:
     """Draw a trial's style uniformly from `ranges` (field -> [low, high]); fields that do not
     apply to the motion (cyclic vs discrete) stay nominal. Every field is drawn, in a fixed
     order, so that the stream (and so the other fields) does not depend on which apply."""
-    if motion not in MOTIONS:
-        raise ConfigError(f"unknown motion '{motion}'; known: {', '.join(sorted(MOTIONS))}")
+    _check_motion(motion)
     unknown = set(ranges) - set(VARIATION_KEYS)
     if unknown:
         raise ConfigError(f"unknown variation key(s) {sorted(unknown)}; known: {', '.join(VARIATION_KEYS)}")
@@ -163,6 +168,13 @@ WALK_HIP_ADD = [(0.0, 1), (0.15, 6), (0.5, 0), (0.67, -5), (0.85, -1)]
 WALK_HIP_ROT = [(0.0, 2), (0.2, 4), (0.55, -3), (0.8, -2)]
 
 
+def _scaled_cycle(keys: list[tuple[float, float]], k: float) -> Periodic:
+    """A cyclic curve whose excursions about the keyframes' mean are scaled by k (range grows
+    with speed, mean posture kept)."""
+    mean = np.mean([v for _, v in keys])
+    return Periodic([(p, mean + k * (v - mean)) for p, v in keys])
+
+
 def _gait_clock(stride: float, cycles: float, rate: float, start_phase: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Trial time, gait phase (cycles since a right foot strike) and the clip's start time on
     the gait clock, for a clip of `cycles` strides starting `start_phase` into the cycle."""
@@ -191,13 +203,8 @@ def walking(speed: float, height: float, rate: float, cycles: float = 1.2, name:
     stride = 120.0 / cadence
     t, ph, t0 = _gait_clock(stride, cycles, rate, start_phase)
     amp = float(np.clip(0.75 + 0.2 * speed, 0.85, 1.1))
-
-    def scaled(keys: list[tuple[float, float]], k: float, offset: float = 0.0) -> Periodic:
-        mean = np.mean([v for _, v in keys])
-        return Periodic([(p, offset + mean + k * (v - mean)) for p, v in keys])
-
-    hip = scaled(WALK_HIP, amp)
-    knee = scaled(WALK_KNEE, amp)
+    hip = _scaled_cycle(WALK_HIP, amp)
+    knee = _scaled_cycle(WALK_KNEE, amp)
     ankle = Periodic(WALK_ANKLE)
     hadd = Periodic(WALK_HIP_ADD)
     hrot = Periodic(WALK_HIP_ROT)
@@ -244,12 +251,7 @@ def running(speed: float, height: float, rate: float, cycles: float = 1.3, name:
     stride = 120.0 / cadence
     t, ph, t0 = _gait_clock(stride, cycles, rate, start_phase)
     k = float(np.clip(1.0 + 0.1 * (speed - 3.2), 0.85, 1.15))
-
-    def scaled(keys: list[tuple[float, float]]) -> Periodic:
-        mean = np.mean([v for _, v in keys])
-        return Periodic([(p, mean + k * (v - mean)) for p, v in keys])
-
-    hip, knee, ankle = scaled(RUN_HIP), scaled(RUN_KNEE), Periodic(RUN_ANKLE)
+    hip, knee, ankle = _scaled_cycle(RUN_HIP, k), _scaled_cycle(RUN_KNEE, k), Periodic(RUN_ANKLE)
     q = {
         "pelvis_tilt": _deg(Periodic([(0.0, -6), (0.25, -9), (0.5, -6), (0.75, -9)]), ph),
         "pelvis_list": _deg(Periodic([(0.0, 0), (0.15, -5), (0.5, 0), (0.65, 5)]), ph),
@@ -500,8 +502,7 @@ def _restyle_discrete(plan: MotionPlan, style: Style, rate: float) -> MotionPlan
 def build_plan(motion: str, height: float, rate: float, style: Style = NOMINAL) -> MotionPlan:
     """Build the plan of a named motion for a subject of the given stature (m) at `rate` Hz,
     performed in `style` (the nominal style gives the library's textbook motion)."""
-    if motion not in MOTIONS:
-        raise ConfigError(f"unknown motion '{motion}'; known: {', '.join(sorted(MOTIONS))}")
+    _check_motion(motion)
     if style.speed <= 0 or style.cadence <= 0 or style.tempo <= 0 or style.amplitude < 0 or style.onset_s < 0:
         raise ConfigError(f"invalid style {style.to_dict()}: speed, cadence and tempo must be > 0, "
                           "amplitude and onset >= 0")

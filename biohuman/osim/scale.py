@@ -690,11 +690,15 @@ def _coordinate_names(model) -> list[str]:  # noqa: ANN001
 MUSCLE_STRENGTH_METHODS = ("none", "mass")
 
 
-def model_mass(model_osim: str | Path) -> float:
-    """Total body mass (kg) of an .osim model, from its bodies' masses."""
-    model = load_osim(model_osim)
+def _bodies_mass(model) -> float:  # noqa: ANN001 - opensim.Model
+    """Sum of a loaded model's body masses (kg)."""
     bodies = model.getBodySet()
     return float(sum(bodies.get(i).getMass() for i in range(bodies.getSize())))
+
+
+def model_mass(model_osim: str | Path) -> float:
+    """Total body mass (kg) of an .osim model, from its bodies' masses."""
+    return _bodies_mass(load_osim(model_osim))
 
 
 def scale_muscle_strength(model_osim: str | Path, generic: str | Path | None, *, method: str = "mass",
@@ -713,7 +717,8 @@ def scale_muscle_strength(model_osim: str | Path, generic: str | Path | None, *,
     if not (math.isfinite(exponent) and exponent >= 0):
         raise ConfigError(f"scale.muscle_strength.exponent must be a finite number >= 0, got {exponent}")
     model_osim = Path(model_osim)
-    m_sub = model_mass(model_osim)
+    model = load_osim(model_osim)  # loaded once: its mass, then (method "mass") its muscles
+    m_sub = _bodies_mass(model)
     m_gen = model_mass(resolve_model_path(generic))
     if not (m_sub > 0 and m_gen > 0):
         raise InputFormatError(f"model masses must be positive (subject {m_sub} kg, generic {m_gen} kg)", model_osim)
@@ -722,7 +727,6 @@ def scale_muscle_strength(model_osim: str | Path, generic: str | Path | None, *,
     if method == "none":
         return record
     factor = (m_sub / m_gen) ** float(exponent)
-    model = load_osim(model_osim)
     muscles = model.getMuscles()
     for i in range(muscles.getSize()):
         mu = muscles.get(i)

@@ -76,8 +76,8 @@ def summarise_by_motion(samples: Mapping[str, Sequence[Mapping[str, Any]]], *, n
     """{motion: {method: metrics_with_ci}}: the split's figures per motion type, so a reader
     sees where a method wins or loses (a pooled number can hide a motion it fails on)."""
     motions = sorted({str(s["motion"]) for ss in samples.values() for s in ss})
-    return {mo: {m: metrics_with_ci([s for s in ss if s["motion"] == mo], n_boot=n_boot, seed=seed)
-                 for m, ss in samples.items() if any(s["motion"] == mo for s in ss)}
+    return {mo: summarise({m: [s for s in ss if s["motion"] == mo] for m, ss in samples.items()},
+                          n_boot=n_boot, seed=seed)
             for mo in motions}
 
 
