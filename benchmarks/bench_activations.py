@@ -66,11 +66,11 @@ def perturb_muscle_paths(model_osim: Path, out_osim: Path, distance_m: float = 1
     """Copy of a model with every muscle path point moved `distance_m` in a random direction
     (fixed seed): a geometry change far below what any muscle-path model or surrogate resolves,
     used to measure how reproducible OpenSim SO's own answer is on each frame."""
+    from biohuman.osim._tools import load_osim
     from biohuman.osim.model import opensim
 
     osim = opensim()
-    model = osim.Model(str(model_osim))
-    model.initSystem()
+    model = load_osim(model_osim)
     rng = np.random.default_rng(seed)
     muscles = model.getMuscles()
     for i in range(muscles.getSize()):
