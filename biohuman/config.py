@@ -55,6 +55,10 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     from biohuman.reference import check_reference_config
 
     check_reference_config(cfg)  # reference_solvers.trials must name trials of this config
+    train = cfg.get("train") or {}
+    if (train.get("augment") or {}).get("mirror") and "effnet" in str(train.get("frontend", "")).split("_"):
+        raise ConfigError(f"train.augment.mirror needs a landmark-only front-end (train.frontend: mediapipe): cached "
+                          f"image features of {train['frontend']!r} cannot be mirrored")
     return cfg
 
 

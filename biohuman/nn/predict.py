@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time as _time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,22 @@ def run_windows(model: BioHumanNet, feats: dict[str, np.ndarray], height_m: floa
                 stride: int = 32, image_size: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Model outputs over a whole sequence of front-end arrays (T frames), computed in overlapping
     windows and blended with triangular weights. The root is stitched from per-frame displacements
-    (so it is continuous across windows) and starts at 0. Returns numpy arrays without the batch dim.
+    (so it is continuous across windows) and starts at 0. A model trained on mirror images
+    (`cfg["test_time_mirror"]`) averages its outputs on the video and, mirrored back, on its
+    mirror image (`biohuman.nn.mirror.mirrored_average`). Returns numpy arrays without the batch dim.
     """
+    if getattr(model, "cfg", {}).get("test_time_mirror"):
+        from biohuman.nn.mirror import mirrored_average
+
+        size = {} if image_size is None else {"image_size": np.asarray(image_size)}
+        return mirrored_average(lambda f, e: _run_windows_once(model, f, height_m, window, stride, image_size),
+                                {**feats, **size}, model.cfg)
+    return _run_windows_once(model, feats, height_m, window, stride, image_size)
+
+
+def _run_windows_once(model: BioHumanNet, feats: Mapping[str, np.ndarray], height_m: float, window: int,
+                      stride: int, image_size: np.ndarray | None) -> dict[str, np.ndarray]:
+    """`run_windows` without test-time mirroring."""
     n = len(feats["time"])
     keys = [k for k in (*model.streams, "detected") if k in feats]
     starts = window_starts(n, window, stride)

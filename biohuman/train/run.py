@@ -21,6 +21,7 @@ from torch import nn
 
 from biohuman.errors import ConfigError, InputFormatError
 from biohuman.io.atomic import atomic_write_text
+from biohuman.train.augment import augment_sequences
 from biohuman.train.data import (camera_frame_labels, compute_norm, features_path, load_features, load_labels,
                                  trial_table)
 from biohuman.train.splits import Split, make_splits
@@ -91,14 +92,18 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
 
 
 def model_cfg(config: Mapping[str, Any], method: str, seq: Mapping[str, Any]) -> dict[str, Any]:
-    """model_cfg of a method from the config and one sequence (names of coordinates, muscles, joints)."""
+    """model_cfg of a method from the config and one sequence (names of coordinates, muscles, joints);
+    `test_time_mirror` and `pose_frame` when trained on mirror images with test-time mirroring on."""
     tc = config["train"]
+    aug = tc.get("augment") or {}
+    tta = {"test_time_mirror": True, "pose_frame": tc.get("pose_frame", "camera")} if (
+        aug.get("mirror") and aug.get("test_time_mirror", True)) else {}
     if method == "pose_to_activation":
         return {"arch": "pose_to_activation", **dict(tc["pose_to_activation"]), "n_coords": len(seq["coordinates"]),
-                "n_muscles": len(seq["muscles"]), "coordinates": seq["coordinates"], "muscles": seq["muscles"]}
+                "n_muscles": len(seq["muscles"]), "coordinates": seq["coordinates"], "muscles": seq["muscles"], **tta}
     heads = {"pose": True, "activation": method == "end_to_end"}
     return {"arch": "biohumannet", **dict(tc["model"]), "coordinates": seq["coordinates"], "muscles": seq["muscles"],
-            "joints": seq["joints"], "frontend": tc["frontend"], "heads": heads}
+            "joints": seq["joints"], "frontend": tc["frontend"], "heads": heads, **tta}
 
 
 def trainer_cfg(config: Mapping[str, Any], method: str) -> dict[str, Any]:
@@ -137,14 +142,16 @@ def input_norm(mcfg: Mapping[str, Any], train_seqs: list[dict[str, Any]]) -> dic
 
 def train_method(config: Mapping[str, Any], splits_json: str | Path, split: str, method: str,
                  out_dir: str | Path) -> dict[str, Any]:
-    """Train one method on one split (norm statistics from that split's training part only)."""
+    """Train one method on one split (norm statistics from that split's training part only, after
+    any augmentation: `train.augment`)."""
     from biohuman.train.trainer import train_model
 
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; known: {METHODS}")
     sp = read_splits(splits_json)[split]
     trials = dataset_trials(config)
-    tr = sequences(config, list(sp.train), trials)
+    tr = augment_sequences(sequences(config, list(sp.train), trials), config["train"].get("augment"),
+                           config["train"].get("pose_frame", "camera"))
     va = sequences(config, list(sp.val), trials)
     mcfg = model_cfg(config, method, tr[0])
     norm = input_norm(mcfg, tr)

@@ -148,7 +148,26 @@ def predict_sequence(model: nn.Module, seq: Mapping[str, Any], norm: Mapping[str
     """Model outputs over a whole sequence: windows of `window` frames every `stride`, outputs of
     overlapping windows averaged per frame. Inputs are z-scored with `norm` unless the model
     normalises its own (has `set_norm`). extra: additional per-frame inputs [F, ...] (e.g.
-    `pose_coords` for the second stage). Returns {output: [F, ...]} numpy."""
+    `pose_coords` for the second stage). A model trained on mirror images
+    (`cfg["test_time_mirror"]`) returns the mean of its outputs on the sequence and, mirrored
+    back, on the sequence's mirror image (`biohuman.nn.mirror.mirrored_average`).
+    Returns {output: [F, ...]} numpy."""
+    cfg = getattr(model, "cfg", None) or {}
+    if cfg.get("test_time_mirror"):
+        from biohuman.nn.mirror import mirrored_average
+
+        feats = {k: v for k, v in seq.items() if not k.startswith("y_")}
+        ext = dict(extra or {})
+        if "y_coords" in seq and "pose_coords" not in ext and not hasattr(model, "set_norm"):
+            ext["pose_coords"] = seq["y_coords"]  # the second stage's label-coordinate input, mirrored like any
+        return mirrored_average(lambda f, e: _predict_once(model, f, norm, window, stride, device, e),
+                                feats, cfg, ext)
+    return _predict_once(model, seq, norm, window, stride, device, extra)
+
+
+def _predict_once(model: nn.Module, seq: Mapping[str, Any], norm: Mapping[str, Any], window: int, stride: int,
+                  device: torch.device | str, extra: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """`predict_sequence` without test-time mirroring."""
     model.eval()
     inputs = normalise(seq, {} if hasattr(model, "set_norm") else norm)
     if extra:
