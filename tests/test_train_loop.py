@@ -100,6 +100,21 @@ def test_resume_gives_the_uninterrupted_result(data: dict, tmp_path: Path) -> No
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_resume_refuses_a_run_of_another_configuration(data: dict, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A finished last.pt of other loss weights is not taken as this run's result: training starts
+    afresh (same history as a fresh run); settings that do not change the result may differ."""
+    fresh = _run(data, tmp_path / "fresh", cfg={"lr": 1e-3})
+    _run(data, tmp_path / "reused")
+    again = _run(data, tmp_path / "reused", cfg={"lr": 1e-3})
+    assert "different trainer config" in caplog.text
+    assert [r["train"] for r in again["history"]] == [r["train"] for r in fresh["history"]]
+    caplog.clear()
+    same = _run(data, tmp_path / "reused", cfg={"lr": 1e-3, "progress": True})
+    assert "not resuming" not in caplog.text
+    assert [r["train"] for r in same["history"]] == [r["train"] for r in fresh["history"]]
+
+
 def _ddp_worker(rank: int, world: int, port: int, data: dict, out: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
                        "RANK": str(rank), "LOCAL_RANK": str(rank)})

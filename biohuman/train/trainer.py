@@ -16,6 +16,7 @@ the validation loss improves, and `model.pt` (the best weights) when training en
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -33,6 +34,8 @@ from biohuman.errors import ConfigError
 from biohuman.io.atomic import atomic_path, atomic_write_text
 from biohuman.train.data import WindowedSequences, normalise, window_item, windows
 from biohuman.train.losses import CompositeLoss
+
+log = logging.getLogger("biohuman.train")
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 20, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4, "warmup_steps": 20, "grad_clip": 1.0,
@@ -194,6 +197,32 @@ def _predict_once(model: nn.Module, seq: Mapping[str, Any], norm: Mapping[str, A
 # ------------------------------------------------------------------------------------------------
 
 
+RESUME_IGNORED: frozenset[str] = frozenset({"progress", "num_threads", "device"})
+"""Trainer settings that do not change the result: a run may resume under other values."""
+
+
+def _resume_mismatch(ck: Mapping[str, Any], model_cfg: Mapping[str, Any], cfg: Mapping[str, Any],
+                     loss_weights: Mapping[str, float], norm: Mapping[str, Any]) -> str | None:
+    """What differs between a `last.pt` and the run about to start (None: it can resume): model
+    config, trainer settings (except RESUME_IGNORED), loss weights or normalisation statistics.
+    Resuming a run of another configuration would silently return its result as this one's."""
+    def trainer(c: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in dict(c).items() if k not in RESUME_IGNORED}
+
+    if dict(ck.get("model_cfg") or {}) != dict(model_cfg):
+        return "model config"
+    if trainer(ck.get("train_cfg") or {}) != trainer(cfg):
+        return "trainer config"
+    if dict(ck.get("loss_weights") or {}) != dict(loss_weights):
+        return "set of loss weights"
+    old = ck.get("norm") or {}
+    if set(old) != set(norm) or any(
+            not (np.array_equal(np.asarray(old[k][0]), np.asarray(norm[k][0]))
+                 and np.array_equal(np.asarray(old[k][1]), np.asarray(norm[k][1]))) for k in norm):
+        return "training data (normalisation statistics)"
+    return None
+
+
 def train_model(
     build: Callable[[Mapping[str, Any]], nn.Module],
     model_cfg: Mapping[str, Any],
@@ -243,8 +272,12 @@ def train_model(
 
     start_epoch, best_val, history = 0, float("inf"), []
     last = out_dir / "last.pt"
-    if resume and last.is_file():
-        ck = load_checkpoint(last)
+    ck = load_checkpoint(last) if resume and last.is_file() else None
+    why = _resume_mismatch(ck, model_cfg, cfg, loss_weights, norm) if ck is not None else None
+    if why:
+        log.warning("%s: not resuming from %s, it was written with a different %s; training afresh", kind, last, why)
+        ck = None
+    if ck is not None:
         _unwrap(model).load_state_dict(ck["model_state"])
         opt.load_state_dict(ck["optimizer_state"])
         start_epoch, best_val, history = int(ck["epoch"]) + 1, float(ck["best_val"]), list(ck["metrics"])
