@@ -406,7 +406,8 @@ def id_columns(table: pd.DataFrame) -> dict[str, str]:
 def step_trial_dataset(*, upstream: Mapping, log: logging.Logger, config: Mapping[str, Any],
                        trial: Mapping[str, Any], out_path: str | Path, config_hash: str,
                        render_status: str | Path | None = None) -> dict[str, Any]:
-    """Smooth activations (Savitzky-Golay), run QC and write the trial NetCDF in the spec.
+    """Smooth activations (Savitzky-Golay, kept within each muscle's control bounds), run QC and
+    write the trial NetCDF in the spec.
 
     `render_status`: the trial's render record; when it is ok, cameras, frame times, 2D
     projections and the MP4 paths join the trial file (a failed render leaves the labels intact
@@ -479,7 +480,10 @@ def step_trial_dataset(*, upstream: Mapping, log: logging.Logger, config: Mappin
                                upstream["activations"]["outputs"]["activation_sto"])
     rate = 1.0 / float(np.median(np.diff(t)))
     sm = config["smoothing"]
-    smooth = np.clip(savgol_smooth(raw, rate, sm["window_s"], sm["polyorder"]), 0.0, 1.0)
+    # within each muscle's control bounds (min_control, e.g. 0.01): Savitzky-Golay rings below the
+    # floor after sharp transitions, and a label under the bound is an activation no solver gave
+    lo, hi = info.activation_bounds()
+    smooth = savgol_smooth(raw, rate, sm["window_s"], sm["polyorder"], clip=(lo, hi))
     put("activation_raw", ("time", "muscle"), np.clip(raw, 0.0, 1.0))
     put("activation", ("time", "muscle"), smooth)
     res = pd.read_csv(upstream["activations"]["outputs"]["reserves"], index_col="time")

@@ -97,6 +97,23 @@ def test_savgol_preserves_cubic_and_clips() -> None:
     np.testing.assert_allclose(savgol_smooth(short, 100.0, 0.5), short)
 
 
+def test_savgol_keeps_each_muscle_within_its_control_bounds() -> None:
+    """An activation that jumps off its floor makes Savitzky-Golay ring below the floor; the
+    per-muscle bounds (min_control of each muscle) keep the smoothed label inside them."""
+    from biohuman.osim.model import model_info
+
+    t = np.arange(100) / 100.0
+    floor = np.array([0.01, 0.02, 0.0])
+    raw = np.where(t[:, None] < 0.5, floor, 0.8)
+    free = savgol_smooth(raw, 100.0, 0.09)
+    assert (free < floor - 1e-4).any(axis=0)[:2].all()  # ringing under the floor of the first two
+    sm = savgol_smooth(raw, 100.0, 0.09, clip=(floor, np.ones(3)))
+    assert np.all(sm >= floor) and np.all(sm <= 1.0)
+    np.testing.assert_allclose(sm[:30], raw[:30])  # away from the jump nothing changes
+    lo, hi = model_info(None).activation_bounds()  # Rajagopal2015: OpenSim's own bounds, read from the model
+    assert len(lo) == 80 and np.allclose(lo, 0.01) and np.allclose(hi, 1.0)
+
+
 def test_default_cutoffs() -> None:
     assert CUTOFF_BY_MOTION["walk"] == 6.0
     assert CUTOFF_BY_MOTION["run"] == 12.0

@@ -113,6 +113,11 @@ def test_resume_refuses_a_run_of_another_configuration(data: dict, tmp_path: Pat
     same = _run(data, tmp_path / "reused", cfg={"lr": 1e-3, "progress": True})
     assert "not resuming" not in caplog.text
     assert [r["train"] for r in same["history"]] == [r["train"] for r in fresh["history"]]
+    # relabelled data (same inputs, hence the same normalisation statistics): trained afresh
+    relabelled = [{**s, "y_activation": np.clip(s["y_activation"] + 0.01, 0, 1)} for s in data["train"]]
+    train_model(tiny_build, data["mcfg"], relabelled, data["val"], data["norm"], {**CFG, "lr": 1e-3}, WEIGHTS,
+                tmp_path / "reused", kind="test")
+    assert "different training or validation data" in caplog.text
 
 
 def _ddp_worker(rank: int, world: int, port: int, data: dict, out: str) -> None:

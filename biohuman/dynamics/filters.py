@@ -94,13 +94,14 @@ def savgol_smooth(
     rate_hz: float,
     window_s: float,
     polyorder: int = 3,
-    clip: tuple[float, float] | None = None,
+    clip: tuple[float | np.ndarray, float | np.ndarray] | None = None,
 ) -> np.ndarray:
     """Savitzky-Golay smoothing along axis 0 (time), e.g. of muscle activations.
 
     x: (T, ...) at `rate_hz`. The window `window_s` (s) becomes an odd number of frames, at least
     polyorder + 1 and at most T; signals too short for that are returned unsmoothed. `clip`
-    (lo, hi) clips the result afterwards, e.g. (min_activation, 1.0) for activations.
+    (lo, hi) clips the result afterwards, e.g. (min_activation, 1.0) for activations; lo and hi may
+    be arrays over the trailing axis (per-muscle control bounds).
     Returns float64 of the same shape.
     """
     x = np.asarray(x, dtype=float)

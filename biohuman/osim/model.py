@@ -127,6 +127,18 @@ class ModelInfo:
     marker_bodies: tuple[str, ...]
     bodies: tuple[str, ...]
     mass: float
+    muscle_min_control: tuple[float, ...] = ()
+    """Each muscle's min_control (OpenSim's lower activation bound, e.g. 0.01), `muscles` order."""
+    muscle_max_control: tuple[float, ...] = ()
+    """Each muscle's max_control, `muscles` order."""
+
+    def activation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) arrays over `muscles`: the control bounds every activation of the model obeys
+        (0 and 1 where the model does not say)."""
+        n = len(self.muscles)
+        lo = np.asarray(self.muscle_min_control, float) if len(self.muscle_min_control) == n else np.zeros(n)
+        hi = np.asarray(self.muscle_max_control, float) if len(self.muscle_max_control) == n else np.ones(n)
+        return np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
 
     @property
     def free_coordinates(self) -> tuple[str, ...]:
@@ -148,7 +160,10 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
         if c.get_locked():
             locked.append(c.getName())
     coupled = [c.dependent for c in coordinate_couplers(model)]
-    muscles = [model.getMuscles().get(i).getName() for i in range(model.getMuscles().getSize())]
+    mset = model.getMuscles()
+    muscles = [mset.get(i).getName() for i in range(mset.getSize())]
+    min_control = tuple(float(mset.get(i).getMinControl()) for i in range(mset.getSize()))
+    max_control = tuple(float(mset.get(i).getMaxControl()) for i in range(mset.getSize()))
     ms = model.getMarkerSet()
     markers = [ms.get(i).getName() for i in range(ms.getSize())]
     marker_bodies = [ms.get(i).getParentFrameName().split("/")[-1] for i in range(ms.getSize())]
@@ -167,6 +182,8 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
         marker_bodies=tuple(marker_bodies),
         bodies=tuple(bodies),
         mass=float(model.getTotalMass(state)),
+        muscle_min_control=min_control,
+        muscle_max_control=max_control,
     )
 
 

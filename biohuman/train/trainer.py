@@ -201,11 +201,29 @@ RESUME_IGNORED: frozenset[str] = frozenset({"progress", "num_threads", "device"}
 """Trainer settings that do not change the result: a run may resume under other values."""
 
 
+def data_fingerprint(*parts: Sequence[Mapping[str, Any]]) -> str:
+    """SHA-256 over every sequence's numeric arrays (inputs and labels, in key order) of each part:
+    identifies the data a run was trained and selected on."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(b"|part|")
+        for seq in part:
+            for k in sorted(seq):
+                v = seq[k]
+                if isinstance(v, np.ndarray) and v.dtype.kind in "fiub":
+                    h.update(k.encode())
+                    h.update(np.ascontiguousarray(v).tobytes())
+    return h.hexdigest()
+
+
 def _resume_mismatch(ck: Mapping[str, Any], model_cfg: Mapping[str, Any], cfg: Mapping[str, Any],
-                     loss_weights: Mapping[str, float], norm: Mapping[str, Any]) -> str | None:
+                     loss_weights: Mapping[str, float], norm: Mapping[str, Any], data: str) -> str | None:
     """What differs between a `last.pt` and the run about to start (None: it can resume): model
-    config, trainer settings (except RESUME_IGNORED), loss weights or normalisation statistics.
-    Resuming a run of another configuration would silently return its result as this one's."""
+    config, trainer settings (except RESUME_IGNORED), loss weights, normalisation statistics or
+    the training / validation data (`data_fingerprint`, e.g. after relabelling). Resuming a run
+    of other settings or data would silently return its result as this one's."""
     def trainer(c: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in dict(c).items() if k not in RESUME_IGNORED}
 
@@ -220,6 +238,8 @@ def _resume_mismatch(ck: Mapping[str, Any], model_cfg: Mapping[str, Any], cfg: M
             not (np.array_equal(np.asarray(old[k][0]), np.asarray(norm[k][0]))
                  and np.array_equal(np.asarray(old[k][1]), np.asarray(norm[k][1]))) for k in norm):
         return "training data (normalisation statistics)"
+    if ck.get("data_fingerprint") != data:
+        return "training or validation data"
     return None
 
 
@@ -273,7 +293,8 @@ def train_model(
     start_epoch, best_val, history = 0, float("inf"), []
     last = out_dir / "last.pt"
     ck = load_checkpoint(last) if resume and last.is_file() else None
-    why = _resume_mismatch(ck, model_cfg, cfg, loss_weights, norm) if ck is not None else None
+    fingerprint = data_fingerprint(train_seqs, val_seqs)
+    why = _resume_mismatch(ck, model_cfg, cfg, loss_weights, norm, fingerprint) if ck is not None else None
     if why:
         log.warning("%s: not resuming from %s, it was written with a different %s; training afresh", kind, last, why)
         ck = None
@@ -286,7 +307,8 @@ def train_model(
         return {"model_state": state if state is not None else _unwrap(model).state_dict(),
                 "model_cfg": dict(model_cfg), "norm": {k: (np.asarray(m), np.asarray(s)) for k, (m, s) in norm.items()},
                 "train_cfg": cfg, "epoch": epoch, "optimizer_state": opt.state_dict(), "metrics": history,
-                "kind": kind, "best_val": best_val, "loss_weights": dict(loss_weights)}
+                "kind": kind, "best_val": best_val, "loss_weights": dict(loss_weights),
+                "data_fingerprint": fingerprint}
 
     from tqdm.auto import tqdm
 
