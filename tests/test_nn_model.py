@@ -153,3 +153,27 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
         torch.testing.assert_close(oa[k], ob[k])
     with pytest.raises(InputFormatError):
         BioHumanNet.from_checkpoint(tmp_path / "missing.pt")
+
+
+def test_predicted_activations_stay_within_the_muscles_control_bounds() -> None:
+    """In eval mode both activation predictors project onto each muscle's control bounds read from
+    the model (0.01 floor on Rajagopal2015; names the model lacks keep [0, 1]); training sees the
+    raw sigmoid so the gradient is not cut."""
+    from biohuman.nn.model import ActivationBounds
+    from biohuman.train.baselines import PoseToActivation
+
+    b = ActivationBounds(["soleus_r", "not_a_muscle", "glmax1_l"])
+    a = torch.tensor([[0.001, 0.001, 0.5], [0.999, 0.002, 0.0]])
+    b.eval()
+    assert torch.allclose(b(a), torch.tensor([[0.01, 0.001, 0.5], [0.999, 0.002, 0.01]]))
+    b.train()
+    assert torch.equal(b(a), a)
+    torch.manual_seed(0)
+    net = PoseToActivation({"n_coords": 2, "n_muscles": 2, "muscles": ["soleus_r", "tibant_r"], "hidden": 8,
+                            "layers": 1})
+    with torch.no_grad():
+        net.out.bias.fill_(-12.0)  # sigmoid ~ 6e-6: far below the floor
+        batch = {"y_coords": torch.zeros(1, 5, 2), "mask": torch.ones(1, 5, dtype=torch.bool),
+                 "height_m": torch.tensor([1.7])}
+        assert float(net.train()(batch)["activation"].max()) < 1e-3
+        assert torch.allclose(net.eval()(batch)["activation"], torch.tensor(0.01))

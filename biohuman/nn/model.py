@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,26 @@ def streams_of(frontend: str) -> tuple[str, ...]:
     return tuple(k for part in FRONTENDS[frontend] for k in STREAMS_OF[part])
 
 
+class ActivationBounds(nn.Module):
+    """Projects predicted activations onto each muscle's control bounds (min_control .. max_control
+    of the model, e.g. 0.01 .. 1 on Rajagopal2015) at inference: no solver, and so no label, goes
+    below a muscle's floor, but a sigmoid head can. Training sees the raw sigmoid (a clamp would
+    cut the gradient); evaluation, prediction and validation see the bounded output."""
+
+    def __init__(self, muscles: Sequence[str], model_osim: str | None = None) -> None:
+        super().__init__()
+        from biohuman.osim.model import muscle_activation_bounds
+
+        lo, hi = muscle_activation_bounds(list(muscles), model_osim)
+        self.register_buffer("lo", torch.as_tensor(lo, dtype=torch.float32), persistent=False)
+        self.register_buffer("hi", torch.as_tensor(hi, dtype=torch.float32), persistent=False)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return a
+        return torch.maximum(torch.minimum(a, self.hi.to(a.dtype)), self.lo.to(a.dtype))
+
+
 def sinusoidal_encoding(t: int, d: int, device: torch.device | None = None) -> torch.Tensor:
     """Positional encoding (t, d) of Vaswani et al. (frame index, any length)."""
     pos = torch.arange(t, dtype=torch.float32, device=device)[:, None]
@@ -203,6 +223,7 @@ class BioHumanNet(nn.Module):
             self.fk = ForwardKinematics(full["model_osim"], full["joints"])
         if self.heads.get("activation", False):
             self.act_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, len(self.muscles)))
+            self.act_bounds = ActivationBounds(self.muscles, full["model_osim"])
 
     # -- normalisation --------------------------------------------------------------------------
 
@@ -265,7 +286,7 @@ class BioHumanNet(nn.Module):
             out["joints"] = self.fk(coords, scale=scale, pelvis_rotation=rot6d_to_matrix(out["pelvis_rot6d"]),
                                     pelvis_translation=out["root"])
         if self.heads.get("activation", False):
-            out["activation"] = torch.sigmoid(self.act_head(state))
+            out["activation"] = self.act_bounds(torch.sigmoid(self.act_head(state)))
         return out
 
     # -- checkpoints ----------------------------------------------------------------------------

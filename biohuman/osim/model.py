@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,6 +186,17 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
         muscle_min_control=min_control,
         muscle_max_control=max_control,
     )
+
+
+def muscle_activation_bounds(muscles: Sequence[str], path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) control bounds of the named muscles in a model (None: generic Rajagopal2015); a
+    name the model does not have gets (0, 1)."""
+    info = model_info(path)
+    lo_all, hi_all = info.activation_bounds()
+    idx = {m: i for i, m in enumerate(info.muscles)}
+    lo = np.array([lo_all[idx[m]] if m in idx else 0.0 for m in muscles], float)
+    hi = np.array([hi_all[idx[m]] if m in idx else 1.0 for m in muscles], float)
+    return lo, hi
 
 
 # Virtual markers of the Rajagopal marker set: joint centres and the tibial plateau are computed

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from biohuman.nn.model import ActivationBounds
+
 
 class MotionMean:
     """Phase-aligned mean activation trajectory per motion type (see module doc)."""
@@ -74,6 +76,8 @@ class PoseToActivation(nn.Module):
             nn.Conv1d(H, H, k, padding=(k // 2) * 2 ** i, dilation=2 ** i) for i in range(int(cfg.get("layers", 4))))
         self.drop = nn.Dropout(float(cfg.get("dropout", 0.1)))
         self.out = nn.Conv1d(H, M, 1)
+        self.bounds = ActivationBounds(list(cfg.get("muscles") or [f"muscle{i}" for i in range(M)]),
+                                       cfg.get("model_osim"))
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         q = batch["pose_coords"] if "pose_coords" in batch else batch["y_coords"]   # [B,T,C]
@@ -85,4 +89,4 @@ class PoseToActivation(nn.Module):
         h = torch.relu(self.inp(h_in.transpose(1, 2))) * m                              # [B,H,T]
         for conv in self.blocks:
             h = h + torch.relu(conv(self.drop(h))) * m
-        return {"activation": torch.sigmoid(self.out(h)).transpose(1, 2)}            # [B,T,M]
+        return {"activation": self.bounds(torch.sigmoid(self.out(h)).transpose(1, 2))}  # [B,T,M], within bounds
