@@ -156,24 +156,25 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_predicted_activations_stay_within_the_muscles_control_bounds() -> None:
-    """In eval mode both activation predictors project onto each muscle's control bounds read from
-    the model (0.01 floor on Rajagopal2015; names the model lacks keep [0, 1]); training sees the
-    raw sigmoid so the gradient is not cut."""
+    """Both activation predictors map their logits into each muscle's control bounds read from the
+    model (0.01 .. 1 on Rajagopal2015; names the model lacks keep 0 .. 1), in training and at
+    inference, and stay differentiable there."""
     from biohuman.nn.model import ActivationBounds
     from biohuman.train.baselines import PoseToActivation
 
     b = ActivationBounds(["soleus_r", "not_a_muscle", "glmax1_l"])
-    a = torch.tensor([[0.001, 0.001, 0.5], [0.999, 0.002, 0.0]])
-    b.eval()
-    assert torch.allclose(b(a), torch.tensor([[0.01, 0.001, 0.5], [0.999, 0.002, 0.01]]))
-    b.train()
-    assert torch.equal(b(a), a)
+    x = torch.tensor([[-30.0, -30.0, 0.0], [30.0, 0.0, -30.0]], requires_grad=True)
+    a = b(x)
+    assert torch.allclose(a, torch.tensor([[0.01, 0.0, 0.505], [1.0, 0.5, 0.01]]), atol=1e-6)
+    a[0, 2].backward()
+    assert float(x.grad[0, 2]) == pytest.approx(0.99 * 0.25)
     torch.manual_seed(0)
     net = PoseToActivation({"n_coords": 2, "n_muscles": 2, "muscles": ["soleus_r", "tibant_r"], "hidden": 8,
                             "layers": 1})
     with torch.no_grad():
-        net.out.bias.fill_(-12.0)  # sigmoid ~ 6e-6: far below the floor
+        net.out.bias.fill_(-12.0)  # sigmoid ~ 6e-6: the floor
         batch = {"y_coords": torch.zeros(1, 5, 2), "mask": torch.ones(1, 5, dtype=torch.bool),
                  "height_m": torch.tensor([1.7])}
-        assert float(net.train()(batch)["activation"].max()) < 1e-3
-        assert torch.allclose(net.eval()(batch)["activation"], torch.tensor(0.01))
+        for mode in (net.train(), net.eval()):
+            out = mode(batch)["activation"]
+            assert float(out.min()) >= 0.01 and float(out.max()) < 0.0101

@@ -89,4 +89,4 @@ class PoseToActivation(nn.Module):
         h = torch.relu(self.inp(h_in.transpose(1, 2))) * m                              # [B,H,T]
         for conv in self.blocks:
             h = h + torch.relu(conv(self.drop(h))) * m
-        return {"activation": self.bounds(torch.sigmoid(self.out(h)).transpose(1, 2))}  # [B,T,M], within bounds
+        return {"activation": self.bounds(self.out(h).transpose(1, 2))}                 # [B,T,M], within bounds
