@@ -12,7 +12,7 @@ fuses them over time, and two heads share its state:
   (`biohuman.nn.fk.ForwardKinematics`) of the subject: scaled by the batch's optional
   `body_scale [B, n_bodies, 3]` (a trial's scale factors in `model.fk.bodies` order, see
   `ForwardKinematics.scale_from_factors`), else uniformly by `height_m`;
-- activation: `activation [B, T, M]` in [0, 1] (sigmoid).
+- activation: `activation [B, T, M]` within each muscle's control bounds (`ActivationBounds`: lo + (hi - lo) sigmoid).
 
 Config (`cfg`, the `train.model` section plus names): `coordinates`, `muscles`, `joints` (lists of
 names), `frontend` (a `biohuman.nn.frontend.FRONTENDS` key), and optional `d_model` (128),
