@@ -56,7 +56,9 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
     check_reference_config(cfg)  # reference_solvers.trials must name trials of this config
     train = cfg.get("train") or {}
-    if (train.get("augment") or {}).get("mirror") and "effnet" in str(train.get("frontend", "")).split("_"):
+    from biohuman.nn.frontend import FRONTENDS
+
+    if (train.get("augment") or {}).get("mirror") and "effnet" in FRONTENDS.get(str(train.get("frontend")), ()):
         raise ConfigError(f"train.augment.mirror needs a landmark-only front-end (train.frontend: mediapipe): cached "
                           f"image features of {train['frontend']!r} cannot be mirrored")
     return cfg

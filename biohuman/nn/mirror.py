@@ -19,8 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from biohuman.errors import ConfigError
+from biohuman.nn.model import matrix_to_rot6d, rot6d_to_matrix
 
 NEGATED_COORDINATES: frozenset[str] = frozenset(
     {"pelvis_list", "pelvis_rotation", "pelvis_tz", "lumbar_bending", "lumbar_rotation"})
@@ -71,17 +73,6 @@ def mirror_coordinates(values: np.ndarray, names: Sequence[str]) -> np.ndarray:
     return v * sign
 
 
-def _rot6d_to_matrix(r6: np.ndarray) -> np.ndarray:
-    """[..., 3, 3] from the 6D representation (two columns; Gram-Schmidt, then their cross product)."""
-    a, b = r6[..., :3].astype(np.float64), r6[..., 3:].astype(np.float64)
-    x = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-    b = b - (x * b).sum(-1, keepdims=True) * x
-    y = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-    return np.stack([x, y, np.cross(x, y)], axis=-1)
-
-
-
-
 def _flip(pose_frame: str) -> np.ndarray:
     if pose_frame not in ("camera", "ground"):
         raise ConfigError(f"pose_frame must be camera or ground, not {pose_frame!r}")
@@ -93,8 +84,8 @@ def _flip(pose_frame: str) -> np.ndarray:
 def mirror_rot6d(r6: np.ndarray, pose_frame: str = "camera") -> np.ndarray:
     """6D pelvis orientations [..., 6] of the mirrored body (reflect the frame they are expressed
     in and the pelvis' own lateral z axis; z is not stored in 6D, so only the first reflection shows)."""
-    R = _rot6d_to_matrix(np.asarray(r6)) * _flip(pose_frame)[:, None]
-    return np.concatenate([R[..., :, 0], R[..., :, 1]], axis=-1).astype(np.float32)
+    R = rot6d_to_matrix(torch.as_tensor(np.asarray(r6, np.float64))) * torch.as_tensor(_flip(pose_frame))[:, None]
+    return matrix_to_rot6d(R).numpy().astype(np.float32)
 
 
 def mirror_inputs(feats: Mapping[str, Any]) -> dict[str, Any]:

@@ -128,18 +128,16 @@ class ModelInfo:
     marker_bodies: tuple[str, ...]
     bodies: tuple[str, ...]
     mass: float
-    muscle_min_control: tuple[float, ...] = ()
+    muscle_min_control: tuple[float, ...]
     """Each muscle's min_control (OpenSim's lower activation bound, e.g. 0.01), `muscles` order."""
-    muscle_max_control: tuple[float, ...] = ()
+    muscle_max_control: tuple[float, ...]
     """Each muscle's max_control, `muscles` order."""
 
     def activation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) arrays over `muscles`: the control bounds every activation of the model obeys
-        (0 and 1 where the model does not say)."""
-        n = len(self.muscles)
-        lo = np.asarray(self.muscle_min_control, float) if len(self.muscle_min_control) == n else np.zeros(n)
-        hi = np.asarray(self.muscle_max_control, float) if len(self.muscle_max_control) == n else np.ones(n)
-        return np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
+        """(lo, hi) arrays over `muscles`: the control bounds every activation of the model obeys,
+        within [0, 1]."""
+        return (np.clip(np.asarray(self.muscle_min_control, float), 0.0, 1.0),
+                np.clip(np.asarray(self.muscle_max_control, float), 0.0, 1.0))
 
     @property
     def free_coordinates(self) -> tuple[str, ...]:
