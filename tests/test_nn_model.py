@@ -178,3 +178,45 @@ def test_predicted_activations_stay_within_the_muscles_control_bounds() -> None:
         for mode in (net.train(), net.eval()):
             out = mode(batch)["activation"]
             assert float(out.min()) >= 0.01 and float(out.max()) < 0.0101
+
+
+def test_pose_conditioned_activation_branch() -> None:
+    """The pose branch reads noisy labelled coordinates in training (`input: labels`) and the pose
+    head's prediction, detached, at inference; `input: predicted` never reads labels; activation
+    losses never reach the pose head through it; bad settings are refused."""
+    from biohuman.errors import ConfigError
+    from biohuman.nn.model import BioHumanNet, pose_branch_config
+
+    torch.manual_seed(0)
+    cfg = _cfg("mediapipe", pose_branch={"input": "labels", "hidden": 8, "layers": 2, "input_noise_deg": 0.0})
+    model = BioHumanNet(cfg)
+    b = _batch(2, 12)
+    b["y_coords"] = torch.randn(2, 12, len(cfg["coordinates"]))
+    other = {**b, "y_coords": b["y_coords"] + 0.5}
+    model.train()
+    assert not torch.allclose(model(b)["activation"], model(other)["activation"])  # training reads the labels
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(b)["activation"], model(other)["activation"])  # inference does not
+        out = model(b)
+        logits = model.act_head(model.encode(b)) + model.act_pose.logits(out["coords"], b["height_m"], b["mask"])
+        torch.testing.assert_close(out["activation"], model.act_bounds(logits))  # ... it reads the prediction
+    pred = BioHumanNet(_cfg("mediapipe", pose_branch={"input": "predicted", "hidden": 8, "layers": 2})).train()
+    for m in pred.modules():  # no dropout: the two training passes must be comparable
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    a1 = pred(b)["activation"]
+    torch.testing.assert_close(a1, pred(other)["activation"])
+    # the activation loss reaches the branch but, through it, not the pose head
+    for p in pred.act_head.parameters():
+        p.requires_grad_(False)
+    pred.zero_grad()
+    a1.sum().backward()
+    assert pred.act_pose.out.weight.grad is not None and float(pred.act_pose.out.weight.grad.abs().sum()) > 0
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in pred.pose_head.parameters())
+    assert pose_branch_config(_cfg()) is None and pose_branch_config(_cfg(pose_branch=True))["input"] == "labels"
+    for bad in ({"input": "video"}, {"width": 3}):
+        with pytest.raises(ConfigError):
+            pose_branch_config(_cfg(pose_branch=bad))
+    with pytest.raises(ConfigError, match="both the pose and the activation head"):
+        BioHumanNet(_cfg("mediapipe", pose_branch=True, heads={"pose": True, "activation": False}))

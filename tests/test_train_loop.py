@@ -64,6 +64,11 @@ def test_losses_hand_cases() -> None:
     yj = torch.randn(1, 4, 3, 3)
     _, pj = CompositeLoss({"joints": 1.0})({"joints": yj + 5.0}, {"y_joints": yj, "mask": mask})
     assert pj["joints"] == pytest.approx(0.0, abs=1e-10)
+    # log errors: 0.03 vs 0.01 -> log(0.04 / 0.02)^2 = ln(2)^2; the padded frame is ignored
+    a = torch.tensor([[[0.03], [0.5], [0.01], [1.0]]])
+    b = torch.tensor([[[0.01], [0.5], [0.01], [0.0]]])
+    _, pl = CompositeLoss({"activation_log": 1.0})({"activation": a}, {"y_activation": b, "mask": mask})
+    assert pl["activation_log"] == pytest.approx(np.log(2.0) ** 2 / 3)
 
 
 def _run(data: dict, out: Path, **kw) -> dict:

@@ -17,7 +17,8 @@ fuses them over time, and two heads share its state:
 Config (`cfg`, the `train.model` section plus names): `coordinates`, `muscles`, `joints` (lists of
 names), `frontend` (a `biohuman.nn.frontend.FRONTENDS` key), and optional `d_model` (128),
 `n_layers` (4), `n_heads` (4), `ff_dim` (4 x d_model), `dropout` (0.1), `heads` ({"pose": true,
-"activation": true}), `model_osim` (None: generic Rajagopal2015 for the FK layer).
+"activation": true}), `model_osim` (None: generic Rajagopal2015 for the FK layer), `pose_branch`
+(None: off; a pose-conditioned activation branch, see `pose_branch_config`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from biohuman.errors import ConfigError, InputFormatError
 from biohuman.nn.fk import ForwardKinematics
 
 DEFAULTS: dict[str, Any] = {"d_model": 128, "n_layers": 4, "n_heads": 4, "ff_dim": None, "dropout": 0.1,
-                            "heads": {"pose": True, "activation": True}, "model_osim": None}
+                            "heads": {"pose": True, "activation": True}, "model_osim": None, "pose_branch": None}
 """Defaults of the architecture keys of cfg."""
 
 HIP_L, HIP_R = 23, 24
@@ -172,6 +173,32 @@ class ActivationBounds(nn.Module):
         return lo + (hi - lo) * torch.sigmoid(logits)
 
 
+class CoordinateConvNet(nn.Module):
+    """Coordinates [B,T,C] (rad) -> per-frame logits [B,T,M]: the coordinates, their frame-to-frame
+    differences (x10) and the height (m) through a non-causal dilated temporal convolution stack
+    (dilations 1, 2, 4, ...; residual); padded frames (mask False) are zeroed at every layer. Shared
+    by the two-stage baseline's second stage and BioHumanNet's pose-conditioned activation branch."""
+
+    def __init__(self, n_coords: int, n_out: int, hidden: int = 128, layers: int = 4, kernel: int = 5,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.inp = nn.Conv1d(2 * n_coords + 1, hidden, 1)
+        self.blocks = nn.ModuleList(nn.Conv1d(hidden, hidden, kernel, padding=(kernel // 2) * 2 ** i, dilation=2 ** i)
+                                    for i in range(layers))
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Conv1d(hidden, n_out, 1)
+
+    def logits(self, q: torch.Tensor, height_m: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits [B,T,M] of coordinates q [B,T,C], heights [B] and the frame mask [B,T]."""
+        m = mask.to(q.dtype).unsqueeze(1)                                                # [B,1,T]
+        dq = torch.cat([torch.zeros_like(q[:, :1]), q[:, 1:] - q[:, :-1]], dim=1)
+        h_in = torch.cat([q, dq * 10.0, height_m.to(q.dtype).view(-1, 1, 1).expand(-1, q.shape[1], 1)], dim=-1)
+        h = torch.relu(self.inp(h_in.transpose(1, 2))) * m                              # [B,H,T]
+        for conv in self.blocks:
+            h = h + torch.relu(conv(self.drop(h))) * m
+        return self.out(h).transpose(1, 2)
+
+
 def sinusoidal_encoding(t: int, d: int, device: torch.device | None = None) -> torch.Tensor:
     """Positional encoding (t, d) of Vaswani et al. (frame index, any length)."""
     pos = torch.arange(t, dtype=torch.float32, device=device)[:, None]
@@ -185,6 +212,38 @@ def sinusoidal_encoding(t: int, d: int, device: torch.device | None = None) -> t
 # ------------------------------------------------------------------------------------------------
 # Model
 # ------------------------------------------------------------------------------------------------
+
+
+POSE_BRANCH_DEFAULTS: dict[str, Any] = {"input": "labels", "hidden": 128, "layers": 4, "kernel": 5, "dropout": 0.1,
+                                       "input_noise_deg": 3.0, "state": True}
+"""Defaults of cfg["pose_branch"] (see `pose_branch_config`)."""
+
+
+def pose_branch_config(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The pose-conditioned activation branch's settings, or None when off. cfg["pose_branch"]: None
+    or False (off), True (defaults) or a dict of `POSE_BRANCH_DEFAULTS` keys: `input` (`labels`: in
+    training it reads the labelled coordinates plus `input_noise_deg` of noise, at inference the
+    predicted ones; `predicted`: always the predicted ones, detached), `state` (whether the
+    activation head's logits from the transformer state are added; False: activations from the
+    predicted pose alone) and its `CoordinateConvNet` size. It adds coordinates -> activation logits to the activation head's, so the activations
+    follow the predicted motion through a mapping learned on poses rather than on appearance."""
+    pb = cfg.get("pose_branch")
+    if pb is None or pb is False:
+        return None
+    pb = {} if pb is True else dict(pb)
+    unknown = sorted(set(pb) - set(POSE_BRANCH_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"model pose_branch has unknown keys {unknown} (known: {sorted(POSE_BRANCH_DEFAULTS)})")
+    pb = {**POSE_BRANCH_DEFAULTS, **pb}
+    if pb["input"] not in ("labels", "predicted"):
+        raise ConfigError(f"model pose_branch.input must be labels or predicted, not {pb['input']!r}")
+    heads = {**DEFAULTS["heads"], **dict(cfg.get("heads") or {})}
+    if not (heads.get("pose") and heads.get("activation")):
+        raise ConfigError("model pose_branch needs both the pose and the activation head")
+    for k in ("hidden", "layers", "kernel"):
+        pb[k] = int(pb[k])
+    pb["dropout"], pb["input_noise_deg"], pb["state"] = float(pb["dropout"]), float(pb["input_noise_deg"]), bool(pb["state"])
+    return pb
 
 
 class BioHumanNet(nn.Module):
@@ -222,9 +281,15 @@ class BioHumanNet(nn.Module):
         if self.heads.get("pose", False):
             self.pose_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, len(self.coordinates) + 6 + 3))
             self.fk = ForwardKinematics(full["model_osim"], full["joints"])
+        self.pose_branch = pose_branch_config(full)
         if self.heads.get("activation", False):
-            self.act_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, len(self.muscles)))
+            if self.pose_branch is None or self.pose_branch["state"]:
+                self.act_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, len(self.muscles)))
             self.act_bounds = ActivationBounds(self.muscles, full["model_osim"])
+        if self.pose_branch is not None:
+            pb = self.pose_branch
+            self.act_pose = CoordinateConvNet(len(self.coordinates), len(self.muscles), hidden=pb["hidden"],
+                                              layers=pb["layers"], kernel=pb["kernel"], dropout=pb["dropout"])
 
     # -- normalisation --------------------------------------------------------------------------
 
@@ -287,8 +352,23 @@ class BioHumanNet(nn.Module):
             out["joints"] = self.fk(coords, scale=scale, pelvis_rotation=rot6d_to_matrix(out["pelvis_rot6d"]),
                                     pelvis_translation=out["root"])
         if self.heads.get("activation", False):
-            out["activation"] = self.act_bounds(self.act_head(state))
+            logits = self.act_head(state) if self.pose_branch is None or self.pose_branch["state"] else 0.0
+            if self.pose_branch is not None:
+                logits = logits + self.act_pose.logits(self._branch_coords(batch, out["coords"]),
+                                                       batch["height_m"].float(), mask)
+            out["activation"] = self.act_bounds(logits)
         return out
+
+    def _branch_coords(self, batch: Mapping[str, torch.Tensor], predicted: torch.Tensor) -> torch.Tensor:
+        """Coordinates the pose-conditioned activation branch reads: in training with `input: labels`
+        the labelled ones plus Gaussian noise (like the two-stage baseline's second stage), else the
+        pose head's prediction, detached so activation losses do not bend the pose."""
+        pb = self.pose_branch
+        assert pb is not None
+        if self.training and pb["input"] == "labels" and "y_coords" in batch:
+            q = batch["y_coords"].to(predicted.dtype)
+            return q + float(np.deg2rad(pb["input_noise_deg"])) * torch.randn_like(q)
+        return predicted.detach()
 
     # -- checkpoints ----------------------------------------------------------------------------
 

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from biohuman.nn.model import ActivationBounds
+from biohuman.nn.model import ActivationBounds, CoordinateConvNet
 
 
 class MotionMean:
@@ -55,9 +54,9 @@ class MotionMean:
                         ).astype(np.float32)
 
 
-class PoseToActivation(nn.Module):
-    """Coordinates [B,T,C] (rad) -> activation [B,T,M] in [0, 1] with a non-causal dilated
-    temporal convolution stack; padded frames (mask False) are zeroed at every layer.
+class PoseToActivation(CoordinateConvNet):
+    """Coordinates [B,T,C] (rad) -> activation [B,T,M] within each muscle's control bounds, with the
+    non-causal dilated temporal convolution stack of `CoordinateConvNet`.
 
     Input: `batch["pose_coords"]` when present (the first stage's prediction at test time), else
     `batch["y_coords"]` (labels, training). During training, Gaussian noise of `input_noise_deg`
@@ -66,27 +65,17 @@ class PoseToActivation(nn.Module):
     """
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
-        super().__init__()
+        C, M = int(cfg["n_coords"]), int(cfg["n_muscles"])
+        super().__init__(C, M, hidden=int(cfg.get("hidden", 128)), layers=int(cfg.get("layers", 4)),
+                         kernel=int(cfg.get("kernel", 5)), dropout=float(cfg.get("dropout", 0.1)))
         self.cfg = dict(cfg)
-        C, M, H = int(cfg["n_coords"]), int(cfg["n_muscles"]), int(cfg.get("hidden", 128))
-        k = int(cfg.get("kernel", 5))
         self.noise = float(np.deg2rad(float(cfg.get("input_noise_deg", 0.0))))
-        self.inp = nn.Conv1d(2 * C + 1, H, 1)
-        self.blocks = nn.ModuleList(
-            nn.Conv1d(H, H, k, padding=(k // 2) * 2 ** i, dilation=2 ** i) for i in range(int(cfg.get("layers", 4))))
-        self.drop = nn.Dropout(float(cfg.get("dropout", 0.1)))
-        self.out = nn.Conv1d(H, M, 1)
         self.bounds = ActivationBounds(list(cfg.get("muscles") or [f"muscle{i}" for i in range(M)]),
                                        cfg.get("model_osim"))
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         q = batch["pose_coords"] if "pose_coords" in batch else batch["y_coords"]   # [B,T,C]
-        m = batch["mask"].to(q.dtype).unsqueeze(1)                                      # [B,1,T]
         if self.training and self.noise > 0:
             q = q + self.noise * torch.randn_like(q)
-        dq = torch.cat([torch.zeros_like(q[:, :1]), q[:, 1:] - q[:, :-1]], dim=1)
-        h_in = torch.cat([q, dq * 10.0, batch["height_m"].view(-1, 1, 1).expand(-1, q.shape[1], 1)], dim=-1)
-        h = torch.relu(self.inp(h_in.transpose(1, 2))) * m                              # [B,H,T]
-        for conv in self.blocks:
-            h = h + torch.relu(conv(self.drop(h))) * m
-        return {"activation": self.bounds(self.out(h).transpose(1, 2))}                 # [B,T,M], within bounds
+        logits = self.logits(q, batch["height_m"], batch["mask"])
+        return {"activation": self.bounds(logits)}                                   # [B,T,M], within bounds

@@ -102,7 +102,10 @@ def model_cfg(config: Mapping[str, Any], method: str, seq: Mapping[str, Any]) ->
         return {"arch": "pose_to_activation", **dict(tc["pose_to_activation"]), "n_coords": len(seq["coordinates"]),
                 "n_muscles": len(seq["muscles"]), "coordinates": seq["coordinates"], "muscles": seq["muscles"], **tta}
     heads = {"pose": True, "activation": method == "end_to_end"}
-    return {"arch": "biohumannet", **dict(tc["model"]), "coordinates": seq["coordinates"], "muscles": seq["muscles"],
+    arch = dict(tc["model"])
+    if method != "end_to_end":
+        arch.pop("pose_branch", None)  # the pose stage has no activation head to condition
+    return {"arch": "biohumannet", **arch, "coordinates": seq["coordinates"], "muscles": seq["muscles"],
             "joints": seq["joints"], "frontend": tc["frontend"], "heads": heads, **tta}
 
 
