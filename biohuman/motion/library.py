@@ -68,6 +68,9 @@ class MotionPlan:
     description: str = ""
     stance_accel: np.ndarray | None = None
     """Optional (T, 3) target COM acceleration in stance (m/s^2); default zero."""
+    angular_momentum: bool = False
+    """Dynamic balance with the whole-body angular momentum about the COM (the multi-body centre
+    of pressure that ground-force estimation and inverse dynamics see), not the point mass alone."""
 
     @property
     def flight(self) -> np.ndarray:
@@ -233,7 +236,12 @@ def walking(speed: float, height: float, rate: float, cycles: float = 1.2, name:
     }
     contact = _cyclic_contacts(t, t0, stride, {"heel_r": (0.0, 0.42), "toe_r": (0.08, 0.62),
                                                "heel_l": (0.5, 0.92), "toe_l": (0.58, 0.12)})
-    return MotionPlan(name, "walk", t, q, contact, speed_m_s=speed, cycle_s=stride,
+    # balance with the whole body's angular momentum (the legs' swing is not free: the centre of
+    # pressure it implies must stay under the feet), and a pelvis height smooth enough that the
+    # vertical COM acceleration stays in the range of walking forces (+-0.2 g), not frame-to-frame
+    # zig-zags that move the implied centre of pressure by decimetres
+    return MotionPlan(name, "walk", t, q, contact, speed_m_s=speed, cycle_s=stride, angular_momentum=True,
+                      sd={"smooth_translation": 0.0002, "stance_accel_v": 1.0},
                       description=f"level walking at {speed:.2f} m/s, stride {stride:.2f} s")
 
 
@@ -289,7 +297,9 @@ def running(speed: float, height: float, rate: float, cycles: float = 1.3, name:
     acc[:, 1] = np.where(in_stance, -9.80665 + peak * np.sin(np.pi * np.clip(tau / ts, 0, 1)), 0.0)
     acc[:, 0] = np.where(in_stance, -3.0 * np.sin(2 * np.pi * np.clip(tau / ts, 0, 1)), 0.0)
     return MotionPlan(name, "run", t, q, contact, speed_m_s=speed, cycle_s=stride, stance_accel=acc,
-                      sd={"stance_accel_v": 1.5, "stance_accel_h": 1.5, "cop": 0.05},
+                      angular_momentum=True,
+                      sd={"stance_accel_v": 1.5, "stance_accel_h": 1.5, "cop": 0.05, "smooth_translation": 0.0002,
+                          "accel": 0.1},
                       description=f"running at {speed:.2f} m/s, stride {stride:.2f} s")
 
 
@@ -494,7 +504,7 @@ def _restyle_discrete(plan: MotionPlan, style: Style, rate: float) -> MotionPlan
     idx = np.clip(np.rint(np.interp(tn, plan.time, np.arange(len(plan.time)))).astype(int), 0, len(plan.time) - 1)
     contact = {p: np.asarray(m)[idx] for p, m in plan.contact.items()}
     return MotionPlan(plan.name, plan.motion_type, t, q, contact, solved=plan.solved,
-                      quasi_static=plan.quasi_static, sd=dict(plan.sd),
+                      quasi_static=plan.quasi_static, sd=dict(plan.sd), angular_momentum=plan.angular_momentum,
                       description=(f"{plan.description} (amplitude x{style.amplitude:.2f}, "
                                    f"tempo x{style.tempo:.2f}, onset {style.onset_s:.2f} s)"))
 

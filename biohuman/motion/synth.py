@@ -87,6 +87,31 @@ class ModelKinematics:
         if dep is not None:
             self._coords[dep[0]].setValue(self.state, dep[1], False)
 
+    def coupled_slope(self, i: int, value: float, h: float = 1e-6) -> tuple[int, float] | None:
+        """(dependent index, d dependent / d coordinate i) when coordinate i drives a coupled one."""
+        if i not in self._coupled:
+            return None
+        j, hi = self.coupled_value(i, value + h)  # type: ignore[misc]
+        _, lo = self.coupled_value(i, value - h)  # type: ignore[misc]
+        return j, (hi - lo) / (2 * h)
+
+    def set_speeds(self, qd: np.ndarray) -> None:
+        """Set every coordinate speed (rad/s, m/s)."""
+        for c, v in zip(self._coords, qd):
+            c.setSpeedValue(self.state, float(v))
+
+    def angular_momentum(self) -> np.ndarray:
+        """Whole-body angular momentum about the centre of mass, in ground (kg m^2/s), at the
+        state's coordinates and speeds."""
+        self.model.realizeVelocity(self.state)
+        h = self.model.calcAngularMomentum(self.state)
+        return np.array([h.get(0), h.get(1), h.get(2)])
+
+    @property
+    def mass(self) -> float:
+        """Total model mass (kg)."""
+        return float(self.model.getTotalMass(self.state))
+
     def outputs(self) -> np.ndarray:
         """Ground positions of the points then the centre of mass, flattened (3 * (P + 1),)."""
         self.model.realizePosition(self.state)
@@ -184,6 +209,10 @@ class _Problem:
         self.w_reg = w
         self.w_smooth = np.array([1.0 / (sd["smooth_translation"] if c.startswith("pelvis_t") else sd["smooth_angle"])
                                   for c in plan.solved])
+        self.angular = bool(plan.angular_momentum)
+        self.mass = kin.mass
+        self.hjac: np.ndarray | None = None
+        """(T, 3, 3, n) dH_t / dq_(t+o) for o = -1, 0, +1 (solved coordinates), from `evaluate`."""
 
     # ---- variables <-> coordinates
     def full(self, x: np.ndarray) -> np.ndarray:
@@ -197,20 +226,67 @@ class _Problem:
 
     # ---- kinematics
     def evaluate(self, x: np.ndarray, jacobian: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Outputs (T, 15) and, if asked, their derivatives (T, 15, n) by forward differences."""
+        """Outputs (T, 18): contact points, COM and (when the plan balances angular momentum)
+        the whole-body angular momentum about the COM; and, if asked, the derivatives of the
+        first 15 (T, 15, n) by forward differences (the momentum's, which reach the neighbouring
+        frames through the speeds, go to `self.hjac`)."""
         q = self.full(x)
-        out = np.empty((self.T, 15))
+        out = np.zeros((self.T, 18))
         jac = np.empty((self.T, 15, self.n)) if jacobian else None
         h = 1e-6
         for t in range(self.T):
             self.kin.set_all(q[t])
-            out[t] = self.kin.outputs()
+            out[t, :15] = self.kin.outputs()
             if jacobian:
                 for k, i in enumerate(self.solved):
                     self.kin.set_one(i, q[t, i] + h)
-                    jac[t, :, k] = (self.kin.outputs() - out[t]) / h
+                    jac[t, :, k] = (self.kin.outputs() - out[t, :15]) / h
                     self.kin.set_one(i, q[t, i])
+        if self.angular and self.T >= 3:
+            out[:, 15:18] = self._momentum(q, jacobian)
         return out, jac
+
+    def _momentum(self, q: np.ndarray, jacobian: bool) -> np.ndarray:
+        """Angular momentum about the COM of every frame (T, 3), with the speeds the time
+        derivatives of the coordinates (np.gradient: central inside, one-sided at the ends).
+        H is linear in the speeds, H_t = A(q_t) qd_t, so dH_t/dq_s = c_ts A_t + [s = t] dA/dq qd_t
+        with c_ts the difference weights; both parts are filled into `self.hjac`."""
+        T, n, kin, dt = self.T, self.n, self.kin, self.dt
+        qd = np.gradient(q, dt, axis=0)
+        H = np.empty((T, 3))
+        hjac = np.zeros((T, 3, 3, n)) if jacobian else None
+        zero = np.zeros(q.shape[1])
+        h = 1e-6
+        for t in range(T):
+            kin.set_all(q[t])
+            kin.set_speeds(qd[t])
+            H[t] = kin.angular_momentum()
+            if hjac is None:
+                continue
+            for k, i in enumerate(self.solved):  # position part, speeds held
+                kin.set_one(i, q[t, i] + h)
+                hjac[t, :, 1, k] += (kin.angular_momentum() - H[t]) / h
+                kin.set_one(i, q[t, i])
+            kin.set_speeds(zero)
+            if t == 0:
+                weights = {1: -1.0 / dt, 2: 1.0 / dt}
+            elif t == T - 1:
+                weights = {0: -1.0 / dt, 1: 1.0 / dt}
+            else:
+                weights = {0: -0.5 / dt, 2: 0.5 / dt}
+            for k, i in enumerate(self.solved):  # speed part: column k of A(q_t)
+                unit = zero.copy()
+                unit[i] = 1.0
+                dep = kin.coupled_slope(i, q[t, i])
+                if dep is not None:
+                    unit[dep[0]] = dep[1]
+                kin.set_speeds(unit)
+                col = kin.angular_momentum()
+                for o, w in weights.items():
+                    hjac[t, :, o, k] += w * col
+            kin.set_speeds(zero)
+        self.hjac = hjac
+        return H
 
     # ---- residuals
     def residuals(self, x: np.ndarray, out: np.ndarray, jac: np.ndarray | None):  # noqa: ANN201
@@ -328,36 +404,81 @@ class _Problem:
                         vals.append(d.ravel())
                 r0 += len(mid)
 
-        # 5. dynamic balance: the centre of pressure implied by the COM motion (point-mass
-        #    model, p = c - c_y a / (a_y + g)) must lie within the support area of the feet
+        # 5. dynamic balance: the centre of pressure implied by the body's motion must lie within
+        #    the support area of the feet. Point-mass model p = c - c_y a / (a_y + g); with
+        #    `plan.angular_momentum` also the whole-body angular momentum about the COM, as the
+        #    ground-force estimate has it (biohuman.dynamics.grf): p_x += dH_z / (m D),
+        #    p_z -= dH_x / (m D), D = a_y + g. The residual is the distance vector from the
+        #    support area, differentiated through the projection and the foot anchors.
         if T >= 3 and np.isfinite(sd["cop"]):
             wz = 1.0 / sd["cop"]
             com = out[:, 12:15]
             acc = (com[2:] - 2 * com[1:-1] + com[:-2]) / dt2
             mid = np.arange(1, T - 1)
+            M = len(mid)
             stance = ~self.flight[mid]
-            D = np.maximum(acc[:, 1] + GRAVITY, 1.0)
+            d_raw = acc[:, 1] + GRAVITY
+            D = np.maximum(d_raw, 1.0)
+            free_d = (d_raw > 1.0).astype(float)  # D's derivative is zero where it is clamped
             cy = com[1:-1, 1]
             anchors_xz = self.anchors(x)
             p = com[1:-1][:, [0, 2]] - (cy / D)[:, None] * acc[:, [0, 2]]
-            target = np.array([_support_projection(p[k], anchors_xz[self.anchor_of[t][self.anchor_of[t] >= 0]],
-                                                   self.half_width) if stance[k] else p[k]
-                               for k, t in enumerate(mid)])
-            gap = (p - target) * stance[:, None]
-            for j, h in enumerate((0, 2)):
-                res.append(gap[:, j] * wz)
-                if jac is not None:
-                    active = np.abs(gap[:, j]) > 0
+            use_h = self.angular
+            h_axes = ((2, 1.0), (0, -1.0))  # the H axis each of (p_x, p_z) reads, with its sign
+            corr = np.zeros((M, 2))
+            if use_h:
+                dH = np.gradient(out[:, 15:18], self.dt, axis=0)[1:-1]  # (M, 3) at the mid frames
+                mD = self.mass * D
+                for j, (ax_h, sign) in enumerate(h_axes):
+                    corr[:, j] = sign * dH[:, ax_h] / mD
+                p = p + corr
+            gap = np.zeros((M, 2))
+            g_p = np.zeros((M, 2, 2))
+            g_anchor: list[tuple[int, np.ndarray, np.ndarray]] = []
+            for k, t in enumerate(mid):
+                if not stance[k]:
+                    continue
+                idx = self.anchor_of[t][self.anchor_of[t] >= 0]
+                gap[k], g_p[k], g_pts = _support_gap(p[k], anchors_xz[idx], self.half_width)
+                if g_pts.any():
+                    g_anchor.append((k, idx, g_pts))
+            res.append(gap[:, 0] * wz)
+            res.append(gap[:, 1] * wz)
+            if jac is not None:
+                d_p = np.zeros((M, 2, 5, n))  # d(p_x, p_z) / dq at frames mid - 2 .. mid + 2
+                for j, h in enumerate((0, 2)):
                     ah = acc[:, h]
-                    for dt_, w_k in ((-1, 1.0), (0, -2.0), (1, 1.0)):
-                        frames = mid + dt_
-                        dch = (-cy / D * w_k / dt2 + (1.0 if dt_ == 0 else 0.0))
-                        dcy = (cy * ah / D**2 * w_k / dt2 - (ah / D if dt_ == 0 else 0.0))
-                        d = (jac[frames, 12 + h, :] * dch[:, None] + jac[frames, 13, :] * dcy[:, None]) * (wz * active)[:, None]
-                        rows.append(np.repeat(np.arange(r0, r0 + len(mid)), n))
-                        cols.append((frames[:, None] * n + np.arange(n)[None, :]).ravel())
-                        vals.append(d.ravel())
-                r0 += len(mid)
+                    for o, w_k in ((-1, 1.0), (0, -2.0), (1, 1.0)):
+                        dch = -cy / D * w_k / dt2 + (1.0 if o == 0 else 0.0)
+                        dcy = ((cy * ah / D**2 - corr[:, j] / D) * w_k / dt2 * free_d
+                               - (ah / D if o == 0 else 0.0))
+                        d_p[:, j, o + 2] += jac[mid + o, 12 + h, :] * dch[:, None] + jac[mid + o, 13, :] * dcy[:, None]
+                    if use_h and self.hjac is not None:
+                        # dH_m = (H_(m+1) - H_(m-1)) / (2 dt), and H_t reaches q_(t-1 .. t+1)
+                        ax_h, sign = h_axes[j]
+                        scale = sign / mD / (2 * self.dt)
+                        for side in (1, -1):
+                            hs = mid + side
+                            for o in (-1, 0, 1):
+                                ok = (hs + o >= 0) & (hs + o < T)
+                                d_p[:, j, side + o + 2] += self.hjac[hs, ax_h, o + 1, :] * (side * scale * ok)[:, None]
+                d_gap = np.einsum("mij,mjon->mion", g_p, d_p) * wz
+                for j in range(2):
+                    for o in range(5):
+                        frames = mid + o - 2
+                        ok = np.flatnonzero((frames >= 0) & (frames < T) & np.any(d_gap[:, j, o] != 0, axis=1))
+                        if len(ok) == 0:
+                            continue
+                        rows.append(np.repeat(r0 + j * M + ok, n))
+                        cols.append((frames[ok][:, None] * n + np.arange(n)[None, :]).ravel())
+                        vals.append(d_gap[ok, j, o].ravel())
+                for k, idx, g_pts in g_anchor:
+                    for pi, a_idx in enumerate(idx):
+                        for j in range(2):
+                            rows.append(np.full(2, r0 + j * M + k))
+                            cols.append(T * n + 2 * a_idx + np.arange(2))
+                            vals.append(g_pts[pi, j] * wz)
+            r0 += 2 * M
 
         # 6. balance: COM over the mean of the points in contact (quasi-static motions)
         if self.plan.quasi_static:
@@ -382,36 +503,66 @@ class _Problem:
         return rvec, J
 
 
-def _support_projection(p: np.ndarray, pts: np.ndarray, margin: float) -> np.ndarray:
-    """Nearest point to p (2,) of the support area: the convex hull of the contact points (k, 2)
-    dilated by `margin` (m; the sole's width around the heel-toe lines). Returns p if inside."""
-    if len(pts) == 0:
-        return p
-    if len(pts) >= 3:
+def _support_gap(p: np.ndarray, pts: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How far p (2,) lies outside the support area: the convex hull of the contact points
+    (k, 2) dilated by `margin` (m; the sole's width around the heel-toe lines).
+
+    Returns (gap (2,), d gap / d p (2, 2), d gap / d pts (k, 2, 2)); all zero when p is inside.
+    The gap is p minus its nearest point of the area, differentiated exactly through the nearest
+    edge (or vertex), so that the optimiser may move the body or the feet.
+    """
+    k = len(pts)
+    zero = (np.zeros(2), np.zeros((2, 2)), np.zeros((k, 2, 2)))
+    if k == 0:
+        return zero
+    if k >= 3:
         from scipy.spatial import ConvexHull, QhullError
 
         try:
             hull = ConvexHull(pts)
             if np.all(hull.equations[:, :2] @ p + hull.equations[:, 2] <= margin):
-                return p
-            edges = [(pts[a], pts[b]) for a, b in hull.simplices]
+                return zero
+            edges = [(int(a), int(b)) for a, b in hull.simplices]
         except QhullError:  # collinear points
-            edges = [(pts[a], pts[b]) for a in range(len(pts)) for b in range(a + 1, len(pts))]
-    elif len(pts) == 2:
-        edges = [(pts[0], pts[1])]
+            edges = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    elif k == 2:
+        edges = [(0, 1)]
     else:
-        edges = [(pts[0], pts[0])]
-    best, dist = p, np.inf
-    for a, b in edges:
+        edges = [(0, 0)]
+    best: tuple[float, int, int, float, bool] | None = None
+    for ia, ib in edges:
+        a, b = pts[ia], pts[ib]
         ab = b - a
-        u = 0.0 if not ab.any() else float(np.clip(np.dot(p - a, ab) / np.dot(ab, ab), 0.0, 1.0))
-        q = a + u * ab
-        d = float(np.linalg.norm(p - q))
-        if d < dist:
-            best, dist = q, d
+        l2 = float(ab @ ab)
+        u_raw = 0.0 if l2 == 0.0 else float((p - a) @ ab / l2)
+        u = min(max(u_raw, 0.0), 1.0)
+        dist = float(np.linalg.norm(p - (a + u * ab)))
+        if best is None or dist < best[0]:
+            best = (dist, ia, ib, u, 0.0 < u_raw < 1.0 and l2 > 0.0)
+    dist, ia, ib, u, interior = best  # type: ignore[misc]
     if dist <= margin:
-        return p
-    return best + (p - best) * (margin / dist)
+        return zero
+    a, b = pts[ia], pts[ib]
+    ab = b - a
+    v = p - (a + u * ab)
+    eye = np.eye(2)
+    if interior:  # u = (p - a).ab / |ab|^2 moves with p, a and b
+        l2 = float(ab @ ab)
+        n_ = float((p - a) @ ab)
+        du_dp = ab / l2
+        du_da = (-ab - (p - a)) / l2 + 2 * n_ * ab / l2**2
+        du_db = (p - a) / l2 - 2 * n_ * ab / l2**2
+        dv_dp = eye - np.outer(ab, du_dp)
+        dv_da = -(1 - u) * eye - np.outer(ab, du_da)
+        dv_db = -u * eye - np.outer(ab, du_db)
+    else:
+        dv_dp, dv_da, dv_db = eye, -(1 - u) * eye, -u * eye
+    shrink = 1.0 - margin / dist
+    dgap_dv = shrink * eye + margin * np.outer(v, v) / dist**3
+    g_pts = np.zeros((k, 2, 2))
+    g_pts[ia] += dgap_dv @ dv_da
+    g_pts[ib] += dgap_dv @ dv_db
+    return v * shrink, dgap_dv @ dv_dp, g_pts
 
 
 def _initial_guess(prob: _Problem) -> np.ndarray:
