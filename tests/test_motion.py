@@ -224,3 +224,51 @@ def test_styled_jump_stays_ballistic():
     inner = fl[1:-1] & fl[:-2] & fl[2:]
     assert np.all(np.abs(acc[inner, 1] + GRAVITY) < 0.5)
     assert res.diagnostics["max_slide_m"] < 0.02 and res.diagnostics["max_sink_m"] < 0.01
+
+
+def _short_problem(motion: str, frames: int):  # noqa: ANN202 - private synth types
+    """The synthesis problem of the first `frames` frames of a library motion (generic model),
+    after the kinematic stage, so that accelerations are those of a feasible motion."""
+    from biohuman.motion import synth
+    from biohuman.motion.library import CONTACT_POINTS
+    from biohuman.osim.model import foot_geometry
+
+    plan = build_plan(motion, 1.70, RATE)
+    plan.time = plan.time[:frames]
+    plan.q_ref = {k: v[:frames] for k, v in plan.q_ref.items()}
+    plan.contact = {k: v[:frames] for k, v in plan.contact.items()}
+    if plan.stance_accel is not None:
+        plan.stance_accel = plan.stance_accel[:frames]
+    feet = foot_geometry(None)
+    points = []
+    for name in CONTACT_POINTS:
+        kind, side = name.split("_")
+        points.append((feet[side].heel_body, feet[side].heel) if kind == "heel" else (feet[side].toe_body, feet[side].toe))
+    prob = synth._Problem(synth.ModelKinematics(None, points), plan, {**synth.DEFAULT_SD, **plan.sd})
+    x = synth._initial_guess(prob)
+    cop = prob.sd["cop"]
+    prob.sd["cop"] = np.inf
+    x, _, _ = synth._levenberg_marquardt(prob, x, 40, 1e-6)
+    prob.sd["cop"] = cop
+    return prob, x
+
+
+@pytest.mark.parametrize("motion", ["walk", "run"])
+def test_synthesis_jacobian_is_exact(motion: str) -> None:
+    """The sparse Jacobian the Levenberg-Marquardt solver uses equals central differences of
+    the residuals, including the dynamic-balance rows (multi-body centre of pressure projected
+    on the support area, which moves with the foot anchors). A wrong Jacobian there stalls the
+    solver with the centre of pressure decimetres outside the feet."""
+    prob, x = _short_problem(motion, 40)
+    assert prob.angular
+    out, jac = prob.evaluate(x, jacobian=True)
+    r, J = prob.residuals(x, out, jac)
+    step = np.random.default_rng(0).normal(0.0, 1e-7, x.shape)
+    r_hi, _ = prob.residuals(x + step, prob.evaluate(x + step, jacobian=False)[0], None)
+    r_lo, _ = prob.residuals(x - step, prob.evaluate(x - step, jacobian=False)[0], None)
+    numeric = (r_hi - r_lo) / 2
+    balance = slice(len(r) - 2 * (prob.T - 2), len(r))  # the balance rows come last (no quasi-static rows)
+    assert np.any(numeric[balance] != 0), "some frames must be outside the support area to test the projection"
+    for rows in (slice(None), balance):
+        err = np.linalg.norm(numeric[rows] - (J @ step)[rows]) / np.linalg.norm(numeric[rows])
+        assert err < 1e-4, f"{motion}: Jacobian off by {err:.1e} (rows {rows})"
