@@ -257,8 +257,9 @@ def _short_problem(motion: str, frames: int):  # noqa: ANN202 - private synth ty
 def test_synthesis_jacobian_is_exact(motion: str) -> None:
     """The sparse Jacobian the Levenberg-Marquardt solver uses equals central differences of
     the residuals, including the dynamic-balance rows (multi-body centre of pressure projected
-    on the support area, which moves with the foot anchors). A wrong Jacobian there stalls the
-    solver with the centre of pressure decimetres outside the feet."""
+    on the support area, which moves with the foot anchors) and, for the run, the conservation of
+    angular momentum in flight. A wrong Jacobian there stalls the solver with the centre of
+    pressure decimetres outside the feet."""
     prob, x = _short_problem(motion, 40)
     assert prob.angular
     out, jac = prob.evaluate(x, jacobian=True)
@@ -267,8 +268,11 @@ def test_synthesis_jacobian_is_exact(motion: str) -> None:
     r_hi, _ = prob.residuals(x + step, prob.evaluate(x + step, jacobian=False)[0], None)
     r_lo, _ = prob.residuals(x - step, prob.evaluate(x - step, jacobian=False)[0], None)
     numeric = (r_hi - r_lo) / 2
-    balance = slice(len(r) - 2 * (prob.T - 2), len(r))  # the balance rows come last (no quasi-static rows)
-    assert np.any(numeric[balance] != 0), "some frames must be outside the support area to test the projection"
-    for rows in (slice(None), balance):
+    blocks = [slice(None), prob.blocks["balance"]]
+    assert np.any(numeric[blocks[1]] != 0), "some frames must be outside the support area to test the projection"
+    if motion == "run":
+        blocks.append(prob.blocks["flight_angular"])
+        assert np.any(numeric[blocks[2]] != 0)
+    for rows in blocks:
         err = np.linalg.norm(numeric[rows] - (J @ step)[rows]) / np.linalg.norm(numeric[rows])
         assert err < 1e-4, f"{motion}: Jacobian off by {err:.1e} (rows {rows})"

@@ -169,6 +169,7 @@ DEFAULT_SD = {
     "stance_accel_v": 2.5,     # vertical COM acceleration in stance (m/s^2)
     "balance": 0.02,           # COM over the feet in quasi-static motions (m)
     "cop": 0.01,               # implied centre of pressure outside the support area (m)
+    "flight_angular": 2.0,     # whole-body dH/dt about the COM in flight, which must be zero (N m; angular_momentum plans)
 }
 
 
@@ -211,6 +212,8 @@ class _Problem:
                                   for c in plan.solved])
         self.angular = bool(plan.angular_momentum)
         self.mass = kin.mass
+        self.blocks: dict[str, slice] = {}
+        """Rows of the named residual blocks (balance, flight_angular), from `residuals`."""
         self.hjac: np.ndarray | None = None
         """(T, 3, 3, n) dH_t / dq_(t+o) for o = -1, 0, +1 (solved coordinates), from `evaluate`."""
 
@@ -411,6 +414,7 @@ class _Problem:
         #    p_z -= dH_x / (m D), D = a_y + g. The residual is the distance vector from the
         #    support area, differentiated through the projection and the foot anchors.
         if T >= 3 and np.isfinite(sd["cop"]):
+            start = r0
             wz = 1.0 / sd["cop"]
             com = out[:, 12:15]
             acc = (com[2:] - 2 * com[1:-1] + com[:-2]) / dt2
@@ -479,6 +483,30 @@ class _Problem:
                             cols.append(T * n + 2 * a_idx + np.arange(2))
                             vals.append(g_pts[pi, j] * wz)
             r0 += 2 * M
+            self.blocks["balance"] = slice(start, r0)
+
+        # 5b. flight: no external load, so the whole-body angular momentum about the COM is
+        #     conserved (dH/dt = 0); otherwise the pelvis residual carries it in the air
+        if T >= 3 and self.angular and self.flight[1:-1].any():
+            start = r0
+            wf = 1.0 / sd["flight_angular"]
+            mid = np.arange(1, T - 1)
+            fl = self.flight[mid].astype(float)
+            dH = np.gradient(out[:, 15:18], self.dt, axis=0)[1:-1]
+            for ax_h in range(3):
+                res.append(dH[:, ax_h] * wf * fl)
+                if jac is not None and self.hjac is not None:
+                    scale = wf * fl / (2 * self.dt)
+                    for side in (1, -1):
+                        hs = mid + side
+                        for o in (-1, 0, 1):
+                            frames = hs + o
+                            ok = np.flatnonzero((frames >= 0) & (frames < T) & (fl > 0))
+                            rows.append(np.repeat(r0 + ok, n))
+                            cols.append((frames[ok][:, None] * n + np.arange(n)[None, :]).ravel())
+                            vals.append((self.hjac[hs[ok], ax_h, o + 1, :] * (side * scale[ok])[:, None]).ravel())
+                r0 += len(mid)
+            self.blocks["flight_angular"] = slice(start, r0)
 
         # 6. balance: COM over the mean of the points in contact (quasi-static motions)
         if self.plan.quasi_static:
