@@ -7,7 +7,11 @@ The plan's joint-angle templates are followed as closely as possible while, exac
 - in flight the whole-body centre of mass accelerates at g (a ballistic path), and in stance
   its vertical acceleration never asks the floor to pull (a_y >= -g), while its accelerations
   are kept (softly) within what real ground forces produce;
-- in quasi-static motions the centre of mass stays over the feet (balance).
+- in quasi-static motions the centre of mass stays over the feet (balance);
+- the centre of pressure the motion implies lies within the support area of the feet: the
+  point-mass one, or (plans with `angular_momentum`: walking, running) the multi-body one that
+  ground-force estimation and inverse dynamics see, with the whole-body angular momentum about
+  the COM; those plans also conserve angular momentum in flight.
 
 Forward kinematics is OpenSim's own (the subject's scaled .osim), so the synthetic markers and
 ground-truth coordinates are consistent with what OpenSim IK will later see. The problem is
