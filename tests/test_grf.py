@@ -310,8 +310,9 @@ def test_synthetic_walk_is_dynamically_consistent() -> None:
     """The synthesised walk balances its whole-body angular momentum over the stance feet, so
     the ground forces estimated from it leave pelvis residual moments of the size OpenSim's
     measured walking trial leaves (3-11 N m RMS, docs/ground_forces.md), and hip and knee
-    moments of gait's size (Winter 2009: peaks ~1-1.5 N m/kg), not the 20-45 N m RMS and
-    ~2.5 N m/kg of a synthesis that balanced the point-mass centre of mass only."""
+    moments near gait's size (Winter 2009: peaks ~1-1.5 N m/kg), not the 20-45 N m RMS and
+    ~2.5 N m/kg of a synthesis that balanced the point-mass centre of mass only (legs-only
+    balance left hip peaks of 2.1 N m/kg; the trunk stage brings them to 1.2-1.7)."""
     from biohuman.dynamics.filters import lowpass
     from biohuman.dynamics.nimble_id import inverse_dynamics
     from biohuman.motion.library import build_plan
@@ -331,6 +332,7 @@ def test_synthetic_walk_is_dynamically_consistent() -> None:
     for name in ("pelvis_tilt_moment", "pelvis_list_moment"):
         rms = float(np.sqrt(np.mean(tau[name].to_numpy()[inner] ** 2)))
         assert rms < 15.0, f"{name}: {rms:.1f} N m RMS"
-    for name in ("knee_angle_r_moment", "knee_angle_l_moment"):
+    for name, limit in (("knee_angle_r_moment", 1.2), ("knee_angle_l_moment", 1.2),
+                        ("hip_flexion_r_moment", 1.9), ("hip_flexion_l_moment", 1.9)):
         peak = float(np.abs(tau[name].to_numpy()[inner]).max()) / mass
-        assert peak < 1.5, f"{name}: peak {peak:.2f} N m/kg"
+        assert peak < limit, f"{name}: peak {peak:.2f} N m/kg"

@@ -239,6 +239,7 @@ def _short_problem(motion: str, frames: int):  # noqa: ANN202 - private synth ty
     plan.contact = {k: v[:frames] for k, v in plan.contact.items()}
     if plan.stance_accel is not None:
         plan.stance_accel = plan.stance_accel[:frames]
+    plan.solved = tuple(plan.solved) + tuple(plan.trunk_balance)  # the last stage's variables
     feet = foot_geometry(None)
     points = []
     for name in CONTACT_POINTS:
@@ -257,9 +258,9 @@ def _short_problem(motion: str, frames: int):  # noqa: ANN202 - private synth ty
 def test_synthesis_jacobian_is_exact(motion: str) -> None:
     """The sparse Jacobian the Levenberg-Marquardt solver uses equals central differences of
     the residuals, including the dynamic-balance rows (multi-body centre of pressure projected
-    on the support area, which moves with the foot anchors) and, for the run, the conservation of
-    angular momentum in flight. A wrong Jacobian there stalls the solver with the centre of
-    pressure decimetres outside the feet."""
+    on the support area, which moves with the foot anchors), the walk's angular-momentum rate with
+    its trunk coordinates solved, and the run's conservation of angular momentum in flight. A
+    wrong Jacobian there stalls the solver with the centre of pressure decimetres outside the feet."""
     prob, x = _short_problem(motion, 40)
     assert prob.angular
     out, jac = prob.evaluate(x, jacobian=True)
@@ -270,9 +271,8 @@ def test_synthesis_jacobian_is_exact(motion: str) -> None:
     numeric = (r_hi - r_lo) / 2
     blocks = [slice(None), prob.blocks["balance"]]
     assert np.any(numeric[blocks[1]] != 0), "some frames must be outside the support area to test the projection"
-    if motion == "run":
-        blocks.append(prob.blocks["flight_angular"])
-        assert np.any(numeric[blocks[2]] != 0)
+    blocks.append(prob.blocks["flight_angular" if motion == "run" else "angular_rate"])
+    assert np.any(numeric[blocks[2]] != 0)
     for rows in blocks:
         err = np.linalg.norm(numeric[rows] - (J @ step)[rows]) / np.linalg.norm(numeric[rows])
         assert err < 1e-4, f"{motion}: Jacobian off by {err:.1e} (rows {rows})"

@@ -71,6 +71,9 @@ class MotionPlan:
     angular_momentum: bool = False
     """Dynamic balance with the whole-body angular momentum about the COM (the multi-body centre
     of pressure that ground-force estimation and inverse dynamics see), not the point mass alone."""
+    trunk_balance: tuple[str, ...] = ()
+    """Trunk coordinates that a last synthesis stage also solves, with the whole-body angular
+    momentum rate penalised (sd key `angular_rate`), so that the trunk balances the legs' swing."""
 
     @property
     def flight(self) -> np.ndarray:
@@ -241,7 +244,8 @@ def walking(speed: float, height: float, rate: float, cycles: float = 1.2, name:
     # vertical COM acceleration stays in the range of walking forces (+-0.2 g), not frame-to-frame
     # zig-zags that move the implied centre of pressure by decimetres
     return MotionPlan(name, "walk", t, q, contact, speed_m_s=speed, cycle_s=stride, angular_momentum=True,
-                      sd={"smooth_translation": 0.0002, "stance_accel_v": 1.0},
+                      trunk_balance=("pelvis_tilt", "lumbar_extension"),
+                      sd={"smooth_translation": 0.0002, "stance_accel_v": 1.0, "angular_rate": 40.0},
                       description=f"level walking at {speed:.2f} m/s, stride {stride:.2f} s")
 
 
@@ -505,6 +509,7 @@ def _restyle_discrete(plan: MotionPlan, style: Style, rate: float) -> MotionPlan
     contact = {p: np.asarray(m)[idx] for p, m in plan.contact.items()}
     return MotionPlan(plan.name, plan.motion_type, t, q, contact, solved=plan.solved,
                       quasi_static=plan.quasi_static, sd=dict(plan.sd), angular_momentum=plan.angular_momentum,
+                      trunk_balance=plan.trunk_balance,
                       description=(f"{plan.description} (amplitude x{style.amplitude:.2f}, "
                                    f"tempo x{style.tempo:.2f}, onset {style.onset_s:.2f} s)"))
 

@@ -21,7 +21,7 @@ finite differences (about 0.1 ms per OpenSim forward-kinematics call here).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +161,10 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in zip(idx[::2], idx[1::2])]
 
 
+PELVIS_TRANSLATIONS = ("pelvis_tx", "pelvis_ty", "pelvis_tz")
+"""Translational coordinates of the pelvis (m); every other solved coordinate is an angle."""
+
+
 DEFAULT_SD = {
     "angle": 3.0 * DEG,        # template tracking, sagittal leg angles
     "angle_minor": 2.0 * DEG,  # hip adduction / rotation
@@ -174,6 +178,7 @@ DEFAULT_SD = {
     "balance": 0.02,           # COM over the feet in quasi-static motions (m)
     "cop": 0.01,               # implied centre of pressure outside the support area (m)
     "flight_angular": 2.0,     # whole-body dH/dt about the COM in flight, which must be zero (N m; angular_momentum plans)
+    "angular_rate": np.inf,    # whole-body dH/dt about the COM, sagittal and frontal (N m; the trunk-balance stage)
 }
 
 
@@ -205,14 +210,14 @@ class _Problem:
         self.half_width = 0.6 * float(np.mean([f.half_width for f in foot_geometry(kin.model_path).values()]))
         w = np.empty(self.n)
         for k, name in enumerate(plan.solved):
-            if name.startswith("pelvis_t"):
+            if name in PELVIS_TRANSLATIONS:
                 w[k] = 1.0 / sd["translation"]
             elif "adduction" in name or "rotation" in name:
                 w[k] = 1.0 / sd["angle_minor"]
             else:
                 w[k] = 1.0 / sd["angle"]
         self.w_reg = w
-        self.w_smooth = np.array([1.0 / (sd["smooth_translation"] if c.startswith("pelvis_t") else sd["smooth_angle"])
+        self.w_smooth = np.array([1.0 / (sd["smooth_translation"] if c in PELVIS_TRANSLATIONS else sd["smooth_angle"])
                                   for c in plan.solved])
         self.angular = bool(plan.angular_momentum)
         self.mass = kin.mass
@@ -512,6 +517,27 @@ class _Problem:
                 r0 += len(mid)
             self.blocks["flight_angular"] = slice(start, r0)
 
+        # 5c. a small whole-body angular-momentum rate (people regulate it, Herr & Popovic 2008):
+        #     what it leaves for the feet swings the ground-force line off the COM and the hips
+        if T >= 3 and self.angular and np.isfinite(sd["angular_rate"]):
+            start = r0
+            wr = 1.0 / sd["angular_rate"]
+            mid = np.arange(1, T - 1)
+            dH = np.gradient(out[:, 15:18], self.dt, axis=0)[1:-1]
+            for ax_h in (0, 2):
+                res.append(dH[:, ax_h] * wr)
+                if jac is not None and self.hjac is not None:
+                    for side in (1, -1):
+                        hs = mid + side
+                        for o in (-1, 0, 1):
+                            frames = hs + o
+                            ok = np.flatnonzero((frames >= 0) & (frames < T))
+                            rows.append(np.repeat(r0 + ok, n))
+                            cols.append((frames[ok][:, None] * n + np.arange(n)[None, :]).ravel())
+                            vals.append((self.hjac[hs[ok], ax_h, o + 1, :] * (side * wr / (2 * self.dt))).ravel())
+                r0 += len(mid)
+            self.blocks["angular_rate"] = slice(start, r0)
+
         # 6. balance: COM over the mean of the points in contact (quasi-static motions)
         if self.plan.quasi_static:
             wb = 1.0 / sd["balance"]
@@ -693,13 +719,14 @@ def synthesize(
         fg = feet[side]
         points.append((fg.heel_body, fg.heel) if kind == "heel" else (fg.toe_body, fg.toe))
     kin = ModelKinematics(model_path, points)
-    prob = _Problem(kin, plan, {**DEFAULT_SD, **plan.sd, **(sd or {})})
+    sd_all = {**DEFAULT_SD, **plan.sd, **(sd or {})}
+    prob = _Problem(kin, plan, {**sd_all, "angular_rate": np.inf})
     x = _initial_guess(prob)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=2 * max_iterations, desc=f"synthesise {plan.name}", leave=False)
+        bar = tqdm(total=(3 if plan.trunk_balance else 2) * max_iterations, desc=f"synthesise {plan.name}", leave=False)
     # continuation: first the kinematic and ballistic terms, then dynamic balance (the implied
     # centre of pressure) from that feasible start; the CoP term alone is too non-convex.
     cop_sd = prob.sd["cop"]
@@ -708,6 +735,15 @@ def synthesize(
     prob.sd["cop"] = cop_sd
     x, it2, cost = _levenberg_marquardt(prob, x, max_iterations, tol, bar)
     it = it1 + it2
+    if plan.trunk_balance:
+        # then the trunk joins the balance: pelvis / lumbar rotations solved too, and the whole
+        # body's angular-momentum rate penalised (solved from the start, they end in a worse
+        # local minimum)
+        q_legs, anchors = prob.full(x), x[prob.T * prob.n:]
+        prob = _Problem(kin, replace(plan, solved=tuple(plan.solved) + tuple(plan.trunk_balance)), sd_all)
+        x = np.concatenate([q_legs[:, prob.solved].ravel(), anchors])
+        x, it3, cost = _levenberg_marquardt(prob, x, max_iterations, tol, bar)
+        it += it3
     if bar is not None:
         bar.close()
     out, _ = prob.evaluate(x, jacobian=False)
@@ -719,7 +755,7 @@ def synthesize(
     diag["iterations"] = float(it)
     diag["cost"] = cost
     ref = prob.q_ref_full[:, prob.solved]
-    ang = [k for k, c in enumerate(plan.solved) if not c.startswith("pelvis_t")]
+    ang = [k for k, c in enumerate(prob.plan.solved) if c not in PELVIS_TRANSLATIONS]
     diag["template_rms_deg"] = float(np.sqrt(np.mean((q[:, prob.solved][:, ang] - ref[:, ang]) ** 2)) / DEG)
     if diag["max_slide_m"] > 0.005 or diag["max_sink_m"] > 0.005:
         raise SolverError(
