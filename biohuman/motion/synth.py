@@ -11,7 +11,9 @@ The plan's joint-angle templates are followed as closely as possible while, exac
 - the centre of pressure the motion implies lies within the support area of the feet: the
   point-mass one, or (plans with `angular_momentum`: walking, running) the multi-body one that
   ground-force estimation and inverse dynamics see, with the whole-body angular momentum about
-  the COM; those plans also conserve angular momentum in flight.
+  the COM; those plans also conserve angular momentum in flight;
+- plans with `trunk_balance` (walking) end with a stage that also solves those trunk coordinates
+  and keeps the whole-body angular-momentum rate small, as people do.
 
 Forward kinematics is OpenSim's own (the subject's scaled .osim), so the synthetic markers and
 ground-truth coordinates are consistent with what OpenSim IK will later see. The problem is
