@@ -230,8 +230,6 @@ def _short_problem(motion: str, frames: int):  # noqa: ANN202 - private synth ty
     """The synthesis problem of the first `frames` frames of a library motion (generic model),
     after the kinematic stage, so that accelerations are those of a feasible motion."""
     from biohuman.motion import synth
-    from biohuman.motion.library import CONTACT_POINTS
-    from biohuman.osim.model import foot_geometry
 
     plan = build_plan(motion, 1.70, RATE)
     plan.time = plan.time[:frames]
@@ -240,12 +238,7 @@ def _short_problem(motion: str, frames: int):  # noqa: ANN202 - private synth ty
     if plan.stance_accel is not None:
         plan.stance_accel = plan.stance_accel[:frames]
     plan.solved = tuple(plan.solved) + tuple(plan.trunk_balance)  # the last stage's variables
-    feet = foot_geometry(None)
-    points = []
-    for name in CONTACT_POINTS:
-        kind, side = name.split("_")
-        points.append((feet[side].heel_body, feet[side].heel) if kind == "heel" else (feet[side].toe_body, feet[side].toe))
-    prob = synth._Problem(synth.ModelKinematics(None, points), plan, {**synth.DEFAULT_SD, **plan.sd})
+    prob = synth._Problem(synth.ModelKinematics(None, synth.contact_points(None)), plan, {**synth.DEFAULT_SD, **plan.sd})
     x = synth._initial_guess(prob)
     cop = prob.sd["cop"]
     prob.sd["cop"] = np.inf

@@ -302,6 +302,32 @@ class _Problem:
         self.hjac = hjac
         return H
 
+    def _rate_jacobian(self) -> np.ndarray:
+        """d(dH/dt at frame m, axis a) / dq at frames m - 2 .. m + 2, (T - 2, 3, 5, n), for the mid
+        frames m = 1 .. T - 2: dH_m = (H_(m+1) - H_(m-1)) / (2 dt) and H_t reaches q_(t-1 .. t+1)."""
+        T, n = self.T, self.n
+        mid = np.arange(1, T - 1)
+        d = np.zeros((T - 2, 3, 5, n))
+        for side in (1, -1):
+            hs = mid + side
+            for o in (-1, 0, 1):
+                ok = (hs + o >= 0) & (hs + o < T)
+                d[:, :, side + o + 2] += self.hjac[hs, :, o + 1, :] * (side * ok / (2 * self.dt))[:, None, None]
+        return d
+
+    def _banded(self, block: np.ndarray, row0: int, rows: list, cols: list, vals: list) -> None:
+        """Append the sparse entries of rows row0 + m (mid frame m = 1 .. T - 2) whose derivatives
+        w.r.t. the solved coordinates of frames m - 2 .. m + 2 are block (T - 2, 5, n)."""
+        T, n = self.T, self.n
+        mid = np.arange(1, T - 1)
+        for o in range(5):
+            frames = mid + o - 2
+            ok = np.flatnonzero((frames >= 0) & (frames < T) & np.any(block[:, o] != 0, axis=1))
+            if len(ok):
+                rows.append(np.repeat(row0 + ok, n))
+                cols.append((frames[ok][:, None] * n + np.arange(n)[None, :]).ravel())
+                vals.append(block[ok, o].ravel())
+
     # ---- residuals
     def residuals(self, x: np.ndarray, out: np.ndarray, jac: np.ndarray | None):  # noqa: ANN201
         """Stacked residual vector and (optionally) its sparse Jacobian."""
@@ -418,6 +444,11 @@ class _Problem:
                         vals.append(d.ravel())
                 r0 += len(mid)
 
+        # whole-body angular-momentum rate at the mid frames (terms 5, 5b, 5c) and its Jacobian
+        if self.angular and T >= 3:
+            dH = np.gradient(out[:, 15:18], self.dt, axis=0)[1:-1]
+            d_rate = self._rate_jacobian() if jac is not None and self.hjac is not None else None
+
         # 5. dynamic balance: the centre of pressure implied by the body's motion must lie within
         #    the support area of the feet. Point-mass model p = c - c_y a / (a_y + g); with
         #    `plan.angular_momentum` also the whole-body angular momentum about the COM, as the
@@ -442,7 +473,6 @@ class _Problem:
             h_axes = ((2, 1.0), (0, -1.0))  # the H axis each of (p_x, p_z) reads, with its sign
             corr = np.zeros((M, 2))
             if use_h:
-                dH = np.gradient(out[:, 15:18], self.dt, axis=0)[1:-1]  # (M, 3) at the mid frames
                 mD = self.mass * D
                 for j, (ax_h, sign) in enumerate(h_axes):
                     corr[:, j] = sign * dH[:, ax_h] / mD
@@ -468,25 +498,12 @@ class _Problem:
                         dcy = ((cy * ah / D**2 - corr[:, j] / D) * w_k / dt2 * free_d
                                - (ah / D if o == 0 else 0.0))
                         d_p[:, j, o + 2] += jac[mid + o, 12 + h, :] * dch[:, None] + jac[mid + o, 13, :] * dcy[:, None]
-                    if use_h and self.hjac is not None:
-                        # dH_m = (H_(m+1) - H_(m-1)) / (2 dt), and H_t reaches q_(t-1 .. t+1)
+                    if use_h and d_rate is not None:
                         ax_h, sign = h_axes[j]
-                        scale = sign / mD / (2 * self.dt)
-                        for side in (1, -1):
-                            hs = mid + side
-                            for o in (-1, 0, 1):
-                                ok = (hs + o >= 0) & (hs + o < T)
-                                d_p[:, j, side + o + 2] += self.hjac[hs, ax_h, o + 1, :] * (side * scale * ok)[:, None]
+                        d_p[:, j] += d_rate[:, ax_h] * (sign / mD)[:, None, None]
                 d_gap = np.einsum("mij,mjon->mion", g_p, d_p) * wz
                 for j in range(2):
-                    for o in range(5):
-                        frames = mid + o - 2
-                        ok = np.flatnonzero((frames >= 0) & (frames < T) & np.any(d_gap[:, j, o] != 0, axis=1))
-                        if len(ok) == 0:
-                            continue
-                        rows.append(np.repeat(r0 + j * M + ok, n))
-                        cols.append((frames[ok][:, None] * n + np.arange(n)[None, :]).ravel())
-                        vals.append(d_gap[ok, j, o].ravel())
+                    self._banded(d_gap[:, j], r0 + j * M, rows, cols, vals)
                 for k, idx, g_pts in g_anchor:
                     for pi, a_idx in enumerate(idx):
                         for j in range(2):
@@ -500,23 +517,12 @@ class _Problem:
         #     conserved (dH/dt = 0); otherwise the pelvis residual carries it in the air
         if T >= 3 and self.angular and self.flight[1:-1].any():
             start = r0
-            wf = 1.0 / sd["flight_angular"]
-            mid = np.arange(1, T - 1)
-            fl = self.flight[mid].astype(float)
-            dH = np.gradient(out[:, 15:18], self.dt, axis=0)[1:-1]
+            weight = self.flight[1:-1] / sd["flight_angular"]
             for ax_h in range(3):
-                res.append(dH[:, ax_h] * wf * fl)
-                if jac is not None and self.hjac is not None:
-                    scale = wf * fl / (2 * self.dt)
-                    for side in (1, -1):
-                        hs = mid + side
-                        for o in (-1, 0, 1):
-                            frames = hs + o
-                            ok = np.flatnonzero((frames >= 0) & (frames < T) & (fl > 0))
-                            rows.append(np.repeat(r0 + ok, n))
-                            cols.append((frames[ok][:, None] * n + np.arange(n)[None, :]).ravel())
-                            vals.append((self.hjac[hs[ok], ax_h, o + 1, :] * (side * scale[ok])[:, None]).ravel())
-                r0 += len(mid)
+                res.append(dH[:, ax_h] * weight)
+                if d_rate is not None:
+                    self._banded(d_rate[:, ax_h] * weight[:, None, None], r0, rows, cols, vals)
+                r0 += T - 2
             self.blocks["flight_angular"] = slice(start, r0)
 
         # 5c. a small whole-body angular-momentum rate (people regulate it, Herr & Popovic 2008):
@@ -524,20 +530,11 @@ class _Problem:
         if T >= 3 and self.angular and np.isfinite(sd["angular_rate"]):
             start = r0
             wr = 1.0 / sd["angular_rate"]
-            mid = np.arange(1, T - 1)
-            dH = np.gradient(out[:, 15:18], self.dt, axis=0)[1:-1]
             for ax_h in (0, 2):
                 res.append(dH[:, ax_h] * wr)
-                if jac is not None and self.hjac is not None:
-                    for side in (1, -1):
-                        hs = mid + side
-                        for o in (-1, 0, 1):
-                            frames = hs + o
-                            ok = np.flatnonzero((frames >= 0) & (frames < T))
-                            rows.append(np.repeat(r0 + ok, n))
-                            cols.append((frames[ok][:, None] * n + np.arange(n)[None, :]).ravel())
-                            vals.append((self.hjac[hs[ok], ax_h, o + 1, :] * (side * wr / (2 * self.dt))).ravel())
-                r0 += len(mid)
+                if d_rate is not None:
+                    self._banded(d_rate[:, ax_h] * wr, r0, rows, cols, vals)
+                r0 += T - 2
             self.blocks["angular_rate"] = slice(start, r0)
 
         # 6. balance: COM over the mean of the points in contact (quasi-static motions)
@@ -698,6 +695,18 @@ def _levenberg_marquardt(prob: _Problem, x: np.ndarray, max_iterations: int, tol
     return x, it, cost
 
 
+def contact_points(model_path: str | Path | None) -> list[tuple[str, tuple[float, float, float]]]:
+    """(body, location) of each point in CONTACT_POINTS order (heel, toe of each foot), scaled
+    with the model's feet."""
+    feet = foot_geometry(model_path)
+    points = []
+    for name in CONTACT_POINTS:
+        kind, side = name.split("_")
+        fg = feet[side]
+        points.append((fg.heel_body, fg.heel) if kind == "heel" else (fg.toe_body, fg.toe))
+    return points
+
+
 def synthesize(
     model_path: str | Path | None,
     plan: MotionPlan,
@@ -714,13 +723,7 @@ def synthesize(
     `iterations`, `cost`. Raises SolverError if the optimiser cannot meet the contact
     constraints (slide > 5 mm or sink > 5 mm).
     """
-    feet = foot_geometry(model_path)
-    points = []
-    for name in CONTACT_POINTS:
-        kind, side = name.split("_")
-        fg = feet[side]
-        points.append((fg.heel_body, fg.heel) if kind == "heel" else (fg.toe_body, fg.toe))
-    kin = ModelKinematics(model_path, points)
+    kin = ModelKinematics(model_path, contact_points(model_path))
     sd_all = {**DEFAULT_SD, **plan.sd, **(sd or {})}
     prob = _Problem(kin, plan, {**sd_all, "angular_rate": np.inf})
     x = _initial_guess(prob)
