@@ -159,7 +159,8 @@ def run_trial(tr: dict, frames: int, work: Path, reference_noise: bool = False) 
         sur = MuscleSurrogate.load(read_status(tr["surrogate"])["outputs"]["surrogate"])
         sur.metadata["cache"] = {"hit": True}
     else:
-        sur = fit_muscle_surrogate(tr["model"], coordinate_ranges(q_full[[c for c in q_full.columns if c in free]]))
+        q_free = q_full[[c for c in q_full.columns if c in free]]
+        sur = fit_muscle_surrogate(tr["model"], coordinate_ranges(q_free), poses=q_free)
     t_fit = time.perf_counter() - tic
     torch.set_num_threads(1)
     kw = {"time_range": (t0, t1), "qdd_method": "speed_spline", "surrogate": sur}

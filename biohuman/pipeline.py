@@ -283,7 +283,8 @@ def step_muscle_surrogate(*, upstream: Mapping, log: logging.Logger, config: Map
         log.warning("trials left out of the surrogate box: %s", ", ".join(left_out))
     cfg = config.get("batched_so", {})
     sur = fit_muscle_surrogate(model, coordinate_ranges(frames), moment_arms=cfg.get("moment_arms", "opensim"),
-                               seed=int(config["seed"]), cache_dir=out_dir)
+                               seed=int(config["seed"]), cache_dir=out_dir,
+                               poses=frames if cfg.get("visited_poses", True) else None)
     meta = sur.metadata
     log.info("surrogate for %s: %d muscles over %d coordinates, fit %.1f s (cache %s), moment-arm RMSE median "
              "%.2f mm, max %.2f mm", subject, len(sur.muscles), len(sur.coordinates),

@@ -124,3 +124,35 @@ def test_coordinate_ranges_and_bad_settings() -> None:
     assert r["pelvis_tx"] == pytest.approx((-0.05, 1.05))
     with pytest.raises(ConfigError, match="moment_arms"):
         fit_muscle_surrogate(rajagopal_path(), RANGES, moment_arms="virtual_work")
+
+
+def _gait_like(n: int, phase: float = 0.0) -> pd.DataFrame:
+    """A narrow periodic path through RANGES (hip and knee swing together, ankle follows)."""
+    t = np.linspace(0.0, 4 * np.pi, n) + phase
+    return pd.DataFrame({"hip_flexion_r": 0.3 + 0.5 * np.sin(t), "hip_adduction_r": -0.05 + 0.1 * np.sin(2 * t),
+                         "hip_rotation_r": 0.05 * np.cos(t), "knee_angle_r": 0.6 + 0.6 * np.sin(t - 1.0),
+                         "ankle_angle_r": -0.02 + 0.3 * np.sin(t + 0.5)})
+
+
+def test_visited_poses_tighten_the_fit_along_the_motion(tmp_path: Path) -> None:
+    """Fitting also on (jittered) poses of the trials the surrogate serves lowers the moment-arm
+    error on fresh poses of that motion, with the same uniform samples; the visited held-out
+    error is reported, and the poses enter the cache key."""
+    muscles = ["recfem_r", "gaslat_r", "glmax1_r"]
+    kw = {"muscles": muscles, "n_samples": 300, "max_degree": 4, "cache_dir": tmp_path}
+    plain = fit_muscle_surrogate(rajagopal_path(), RANGES, **kw)
+    visited = fit_muscle_surrogate(rajagopal_path(), RANGES, poses=[_gait_like(200)], n_visited=300, **kw)
+    assert "visited_moment_arm_rmse_max" in visited.metadata["summary_mm"]
+    assert set(visited.metadata["errors_visited_mm"]) == set(muscles)
+    assert visited.metadata["cache"]["path"] != plain.metadata["cache"]["path"]
+    q = _gait_like(60, phase=0.37)  # the same motion, frames between the fitted ones
+    errs = {}
+    for name, sur in (("plain", plain), ("visited", visited)):
+        ref = opensim_muscle_geometry(rajagopal_path(), q, sur.muscles, sur.spans)
+        out = sur.evaluate(sur.coordinate_matrix(q))
+        errs[name] = np.sqrt(np.mean([np.mean((out["moment_arm"][:, i, [sur.coordinates.index(c) for c in
+                                                                          sur.spans[m]]] - ref[f"moment_arm_{i}"]) ** 2)
+                                      for i, m in enumerate(sur.muscles)]))
+    assert errs["visited"] < 0.85 * errs["plain"], errs  # measured 0.11 vs 0.15 mm
+    with pytest.raises(ConfigError):
+        fit_muscle_surrogate(rajagopal_path(), RANGES, poses=[_gait_like(10)], visited_weight=-1.0, **kw)

@@ -748,7 +748,7 @@ def batched_static_optimization(
     """
     if surrogate is None:
         surrogate = fit_muscle_surrogate(model_osim, coordinate_ranges(coordinates),
-                                         moment_arms=options.get("moment_arms", "opensim"))
+                                         moment_arms=options.get("moment_arms", "opensim"), poses=coordinates)
     return batched_static_optimization_trials(model_osim, [(coordinates, joint_moments, speeds)],
                                               surrogate=surrogate, **options)[0]
 

@@ -53,7 +53,7 @@ from biohuman.io.atomic import atomic_path
 from biohuman.osim.model import load_model, opensim, opensim_version, single_couplers
 
 MOMENT_ARM_MODES = ("opensim", "dLdq")
-SURROGATE_VERSION = 2  # 2: higher degrees for muscles spanning 1-3 coordinates
+SURROGATE_VERSION = 3  # 2: higher degrees for muscles spanning 1-3 coordinates; 3: weighted fit, visited poses
 """Bumped when the fitting procedure changes (invalidates caches)."""
 
 _SPAN_TOL_M = 1e-4
@@ -440,15 +440,18 @@ def find_spanned_coordinates(model, muscles: Sequence[str], box: Mapping[str, tu
 
 def sample_muscle_geometry(model, muscles: Sequence[str], spans: Mapping[str, Sequence[str]],
                            lower: np.ndarray, upper: np.ndarray, coordinates: Sequence[str], n_samples: int, *,
-                           moment_arms: str, seed: int = 0) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """OpenSim samples at uniform random poses in the box: "q" (N, K), "length" (N, M) m, and per
-    muscle "ma_<i>" (N, k_i) computeMomentArm ("opensim") or "grad_<i>" (N, k_i) dL/dq by
-    central differences ("dLdq")."""
+                           moment_arms: str, seed: int = 0, q: np.ndarray | None = None) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """OpenSim samples at uniform random poses in the box (or at the given poses q (N, K), then
+    n_samples is ignored): "q" (N, K), "length" (N, M) m, and per muscle "ma_<i>" (N, k_i)
+    computeMomentArm ("opensim") or "grad_<i>" (N, k_i) dL/dq by central differences ("dLdq")."""
     rng = np.random.default_rng(seed)
     poser = _Poser(model)
     ms = model.getMuscles()
     mus_objs = [ms.get(m) for m in muscles]
-    q = rng.uniform(lower, upper, size=(n_samples, len(coordinates)))
+    if q is None:
+        q = rng.uniform(lower, upper, size=(n_samples, len(coordinates)))
+    q = np.asarray(q, dtype=float)
+    n_samples = len(q)
     lengths = np.empty((n_samples, len(muscles)))
     extra = {i: np.empty((n_samples, len(spans[m]))) for i, m in enumerate(muscles)}
     coord_objs = poser.coord
@@ -480,30 +483,64 @@ def sample_muscle_geometry(model, muscles: Sequence[str], spans: Mapping[str, Se
 
 
 def _fit_one(x: np.ndarray, length: np.ndarray, target: np.ndarray, half: np.ndarray, train: np.ndarray,
-             test: np.ndarray, degree: int, moment_arms: str, grad_weight: float) -> tuple[MuscleFit, dict]:
-    """Least-squares fit of one muscle at one degree; returns (fit without names, errors in m)."""
+             tests: Mapping[str, np.ndarray], degree: int, moment_arms: str, grad_weight: float,
+             weight: np.ndarray | None = None) -> tuple[MuscleFit, dict]:
+    """Weighted least-squares fit of one muscle at one degree on the `train` rows (row weights
+    `weight`, default 1); returns (fit without names, {test set name: errors in m})."""
     k = x.shape[1]
     exps = monomial_exponents(k, degree)
     phi, dphi = _basis(x, exps, np, grad=True)  # dphi (N, k, n_mono), wrt scaled x
+    sw = np.ones(len(train)) if weight is None else np.sqrt(weight[train])
     if moment_arms == "opensim":
-        lc, *_ = np.linalg.lstsq(phi[train], length[train], rcond=None)
-        mc, *_ = np.linalg.lstsq(phi[train], target[train], rcond=None)
-        ma_pred = phi[test] @ mc
+        a = phi[train] * sw[:, None]
+        lc, *_ = np.linalg.lstsq(a, length[train] * sw, rcond=None)
+        mc, *_ = np.linalg.lstsq(a, target[train] * sw[:, None], rcond=None)
     else:
         # joint fit of values and gradients (dL/dq = dPhi/dx / half . c)
-        rows = [phi[train]] + [grad_weight * dphi[train][:, j] / half[j] for j in range(k)]
-        rhs = [length[train]] + [grad_weight * target[train][:, j] for j in range(k)]
+        rows = [phi[train] * sw[:, None]] + [grad_weight * dphi[train][:, j] * sw[:, None] / half[j] for j in range(k)]
+        rhs = [length[train] * sw] + [grad_weight * target[train][:, j] * sw for j in range(k)]
         lc, *_ = np.linalg.lstsq(np.vstack(rows), np.concatenate(rhs), rcond=None)
         mc = None
-        ma_pred = -(np.einsum("nkm,m->nk", dphi[test], lc) / half)
-    ma_true = target[test] if moment_arms == "opensim" else -target[test]
-    err = {
-        "length_rmse": float(np.sqrt(np.mean((phi[test] @ lc - length[test]) ** 2))),
-        "length_max": float(np.max(np.abs(phi[test] @ lc - length[test]))),
-        "moment_arm_rmse": float(np.sqrt(np.mean((ma_pred - ma_true) ** 2))) if k else 0.0,
-        "moment_arm_max": float(np.max(np.abs(ma_pred - ma_true))) if k else 0.0,
-    }
-    return MuscleFit(coordinates=(), degree=degree, exponents=exps, length_coef=lc, moment_arm_coef=mc), err
+    errors = {}
+    for name, test in tests.items():
+        if len(test) == 0:
+            continue
+        ma_pred = phi[test] @ mc if mc is not None else -(np.einsum("nkm,m->nk", dphi[test], lc) / half)
+        ma_true = target[test] if moment_arms == "opensim" else -target[test]
+        errors[name] = {
+            "length_rmse": float(np.sqrt(np.mean((phi[test] @ lc - length[test]) ** 2))),
+            "length_max": float(np.max(np.abs(phi[test] @ lc - length[test]))),
+            "moment_arm_rmse": float(np.sqrt(np.mean((ma_pred - ma_true) ** 2))) if k else 0.0,
+            "moment_arm_max": float(np.max(np.abs(ma_pred - ma_true))) if k else 0.0,
+        }
+    return MuscleFit(coordinates=(), degree=degree, exponents=exps, length_coef=lc, moment_arm_coef=mc), errors
+
+
+def _visited_poses(poses: pd.DataFrame | Sequence[pd.DataFrame], coords: Sequence[str], lower: np.ndarray,
+                   upper: np.ndarray, n: int, jitter_rad: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, K) poses drawn from trial frames (columns by coordinate name), each rotational
+    coordinate jittered by N(0, jitter_rad), clipped to the box; coordinates the frames lack
+    are drawn uniformly in the box."""
+    frames = [poses] if isinstance(poses, pd.DataFrame) else list(poses)
+    blocks = []
+    for df in frames:
+        cols = {coordinate_name(str(c)): c for c in df.columns}
+        block = np.full((len(df), len(coords)), np.nan)
+        for j, c in enumerate(coords):
+            if c in cols:
+                block[:, j] = np.asarray(df[cols[c]], dtype=float)
+        blocks.append(block)
+    table = np.vstack(blocks)
+    table = table[~np.all(np.isnan(table), axis=1)]
+    if len(table) == 0 or n == 0:
+        return np.zeros((0, len(coords)))
+    rows = rng.choice(len(table), size=n, replace=n > len(table))
+    q = table[rows]
+    missing = np.isnan(q)
+    q[missing] = rng.uniform(np.broadcast_to(lower, q.shape), np.broadcast_to(upper, q.shape))[missing]
+    rotational = np.array([not c.endswith(("_tx", "_ty", "_tz")) for c in coords])
+    q[:, rotational] += rng.normal(0.0, jitter_rad, size=(n, int(rotational.sum()))) * (~missing[:, rotational])
+    return np.clip(q, lower, upper)
 
 
 def model_hash(model_osim: str | Path) -> str:
@@ -531,6 +568,10 @@ def fit_muscle_surrogate(
     holdout: float = 0.2,
     cache: bool = True,
     cache_dir: str | Path | None = None,
+    poses: pd.DataFrame | Sequence[pd.DataFrame] | None = None,
+    n_visited: int = 800,
+    visited_jitter_deg: float = 2.0,
+    visited_weight: float = 1.0,
 ) -> MuscleSurrogate:
     """Fit (or load from cache) the muscle-geometry surrogate of a scaled model.
 
@@ -541,8 +582,15 @@ def fit_muscle_surrogate(
     poses (default: 40/3 x the largest monomial count, at least 600). tolerance_m: held-out
     moment-arm RMSE below which the degree search stops. holdout: fraction of samples kept
     out of the fit for the reported errors. cache / cache_dir: .npz beside the model (or in
-    cache_dir) keyed by model hash + box + settings.
-    Returns a MuscleSurrogate; `metadata` holds per-muscle and overall held-out errors (mm).
+    cache_dir) keyed by model hash + box + settings (+ the visited poses).
+    poses: coordinate frames of the trials the surrogate will serve (e.g. the subject's IK). The
+    uniform box samples are then joined by `n_visited` poses drawn from these frames, each
+    rotational coordinate jittered by `visited_jitter_deg` (normal SD; kept in the box), and the
+    fit weights the visited samples `visited_weight` times as much in total as the uniform ones:
+    a polynomial over a 5-D box is least accurate in corners and along edges that motions hardly
+    visit, while its errors on the visited poses are what the activations feel.
+    Returns a MuscleSurrogate; `metadata` holds per-muscle and overall held-out errors (mm) on
+    the uniform samples (`errors_mm`) and, with poses, on the visited ones (`errors_visited_mm`).
     """
     if moment_arms not in MOMENT_ARM_MODES:
         raise ConfigError(f"moment_arms must be one of {MOMENT_ARM_MODES}, got {moment_arms!r}")
@@ -555,6 +603,12 @@ def fit_muscle_surrogate(
     if isinstance(ranges, pd.DataFrame) or frames_given:
         ranges = coordinate_ranges(ranges)
     ranges = {str(k): (float(v[0]), float(v[1])) for k, v in dict(ranges).items()}
+    if poses is not None and not isinstance(poses, pd.DataFrame):
+        poses = [p for p in poses]
+        if not poses:
+            poses = None
+    if n_visited < 0 or visited_jitter_deg < 0 or visited_weight < 0:
+        raise ConfigError("n_visited, visited_jitter_deg and visited_weight must be >= 0")
     t_start = time.perf_counter()
     model = load_model(model_osim)
     ms = model.getMuscles()
@@ -576,8 +630,18 @@ def fit_muscle_surrogate(
     settings = {"moment_arms": moment_arms, "max_degree": max_degree, "min_degree": min_degree,
                 "n_samples": n_samples, "tolerance_m": tolerance_m, "seed": seed, "holdout": holdout,
                 "muscles": muscles, "version": SURROGATE_VERSION}
-    key_src = json.dumps({"hash": mhash, "box": {c: [round(v, 6) for v in box[c]] for c in sorted(box)},
-                          "settings": settings}, sort_keys=True)
+    if poses is not None and n_visited > 0:
+        settings |= {"n_visited": n_visited, "visited_jitter_deg": visited_jitter_deg,
+                     "visited_weight": visited_weight}
+    key_obj = {"hash": mhash, "box": {c: [round(v, 6) for v in box[c]] for c in sorted(box)}, "settings": settings}
+    if "n_visited" in settings:
+        frames = [poses] if isinstance(poses, pd.DataFrame) else poses
+        h = hashlib.sha256()
+        for df in frames:
+            h.update(",".join(map(str, df.columns)).encode())
+            h.update(np.round(df.to_numpy(dtype=float), 6).tobytes())
+        key_obj["poses"] = h.hexdigest()
+    key_src = json.dumps(key_obj, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()
     cache_path = (Path(cache_dir) / surrogate_cache_path(model_osim, key).name) if cache_dir else \
         surrogate_cache_path(model_osim, key)
@@ -600,16 +664,28 @@ def fit_muscle_surrogate(
     n_mono = len(monomial_exponents(max_k, max_degree))
     n_samples = int(n_samples or max(600, 40 * n_mono // 3))
     t_sample = time.perf_counter()
-    data = sample_muscle_geometry(model, muscles, spans, lower, upper, coords, n_samples,
-                                  moment_arms=moment_arms, seed=seed + 1)
+    rng = np.random.default_rng(seed + 2)
+    q_uniform = np.random.default_rng(seed + 1).uniform(lower, upper, size=(n_samples, len(coords)))
+    q_visited = (_visited_poses(poses, coords, lower, upper, n_visited, np.deg2rad(visited_jitter_deg), rng)
+                 if "n_visited" in settings else np.zeros((0, len(coords))))
+    data = sample_muscle_geometry(model, muscles, spans, lower, upper, coords, 0, moment_arms=moment_arms,
+                                  q=np.vstack([q_uniform, q_visited]))
     t_sampled = time.perf_counter()
     half = 0.5 * (upper - lower)
     x_all = (data["q"] - 0.5 * (lower + upper)) / half
-    rng = np.random.default_rng(seed + 2)
     perm = rng.permutation(n_samples)
     n_test = max(1, int(round(holdout * n_samples)))
     test, train = perm[:n_test], perm[n_test:]
-    fits, errors = {}, {}
+    n_vis = len(q_visited)
+    weight = np.ones(n_samples + n_vis)
+    tests = {"uniform": test}
+    if n_vis:
+        perm_v = n_samples + rng.permutation(n_vis)
+        n_test_v = max(1, int(round(holdout * n_vis)))
+        tests["visited"] = perm_v[:n_test_v]
+        train = np.concatenate([train, perm_v[n_test_v:]])
+        weight[n_samples:] = visited_weight * (n_samples - n_test) / max(1, n_vis - n_test_v)
+    fits, errors, errors_visited = {}, {}, {}
     key_t = "ma" if moment_arms == "opensim" else "grad"
     for i, m in enumerate(muscles):
         cols = [coords.index(c) for c in spans[m]]
@@ -620,17 +696,22 @@ def fit_muscle_surrogate(
         # patellar path over a deep-squat knee range needs degree 7-8 in the knee angle alone
         cap = min(8, max_degree + max(0, 4 - len(cols)))
         for deg in range(min_degree, cap + 1):
-            if len(monomial_exponents(len(cols), deg)) * 1.5 > len(train):
+            if len(monomial_exponents(len(cols), deg)) * 1.5 > n_samples - n_test:
                 break
-            fit, err = _fit_one(x, data["length"][:, i], target, half[cols], train, test, deg, moment_arms, 0.05)
-            if best is None or err["moment_arm_rmse"] < best[1]["moment_arm_rmse"]:
-                best = (fit, err)
-            if err["moment_arm_rmse"] < tolerance_m:
+            fit, err = _fit_one(x, data["length"][:, i], target, half[cols], train, tests, deg, moment_arms, 0.05,
+                                weight)
+            # selection: held-out moment-arm RMSE, the uniform and the visited samples counted equally
+            score = float(np.sqrt(np.mean([e["moment_arm_rmse"] ** 2 for e in err.values()])))
+            if best is None or score < best[2]:
+                best = (fit, err, score)
+            if score < tolerance_m:
                 break
-        fit, err = best
+        fit, err, _ = best
         fit.coordinates = tuple(spans[m])
         fits[m] = fit
-        errors[m] = {k: v * 1000.0 for k, v in err.items()} | {"degree": fit.degree}
+        errors[m] = {k: v * 1000.0 for k, v in err["uniform"].items()} | {"degree": fit.degree}
+        if "visited" in err:
+            errors_visited[m] = {k: v * 1000.0 for k, v in err["visited"].items()}
     t_end = time.perf_counter()
     ma_rmse = np.array([e["moment_arm_rmse"] for e in errors.values()])
     ln_rmse = np.array([e["length_rmse"] for e in errors.values()])
@@ -643,7 +724,12 @@ def fit_muscle_surrogate(
         "errors_mm": errors,
         "summary_mm": {"moment_arm_rmse_median": float(np.median(ma_rmse)), "moment_arm_rmse_max": float(ma_rmse.max()),
                        "moment_arm_max_abs": float(max(e["moment_arm_max"] for e in errors.values())),
-                       "length_rmse_median": float(np.median(ln_rmse)), "length_rmse_max": float(ln_rmse.max())},
+                       "length_rmse_median": float(np.median(ln_rmse)), "length_rmse_max": float(ln_rmse.max())}
+        | ({"visited_moment_arm_rmse_median": float(np.median([e["moment_arm_rmse"] for e in errors_visited.values()])),
+            "visited_moment_arm_rmse_max": float(max(e["moment_arm_rmse"] for e in errors_visited.values())),
+            "visited_moment_arm_max_abs": float(max(e["moment_arm_max"] for e in errors_visited.values())),
+            "n_visited": int(n_vis)} if errors_visited else {}),
+        "errors_visited_mm": errors_visited,
         "timing_s": {"setup": t_sample - t_start, "sampling": t_sampled - t_sample, "fitting": t_end - t_sampled,
                      "total": t_end - t_start},
         "cache": {"path": str(cache_path), "hit": False},

@@ -503,7 +503,8 @@ def batched_activations(model_osim: Path, coordinates: pd.DataFrame, grf, window
 
     known = coordinate_kinds(load_osim(model_osim))
     coordinates = coordinates[[c for c in coordinates.columns if c in known]]  # e.g. arms of an armless model
-    sur = fit_muscle_surrogate(model_osim, coordinate_ranges(_free_columns(coordinates)))
+    free = _free_columns(coordinates)
+    sur = fit_muscle_surrogate(model_osim, coordinate_ranges(free), poses=free)
     return batched_so_trial(model_osim, coordinates, grf, time_range=tuple(window), surrogate=sur)
 
 
