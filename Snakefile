@@ -5,6 +5,13 @@ from biohuman.config import labelling_config, validate_config
 from biohuman.pipeline import anny_cache_dir
 from biohuman.reference import reference_targets
 from biohuman.workflow import plan
+import os
+
+# Every rule is one single-threaded job per core: keep each job's BLAS / OpenMP pools at one thread
+# (jobs inherit this environment; setting it inside a job is too late, numpy is loaded by then).
+# Oversubscribed OpenBLAS made the muscle-surrogate least squares 50x slower on 2 busy cores.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 configfile: "config.yaml"
 
