@@ -53,7 +53,7 @@ from biohuman.io.atomic import atomic_path
 from biohuman.osim.model import load_model, opensim, opensim_version, single_couplers
 
 MOMENT_ARM_MODES = ("opensim", "dLdq")
-SURROGATE_VERSION = 3  # 2: higher degrees for muscles spanning 1-3 coordinates; 3: weighted fit, visited poses
+SURROGATE_VERSION = 3  # 2: higher degrees for muscles spanning 1-3 coordinates; 3: weighted fit, visited poses, hinges
 """Bumped when the fitting procedure changes (invalidates caches)."""
 
 HINGE_KNOTS = np.linspace(-0.8, 0.8, 9)
@@ -181,6 +181,10 @@ class MuscleFit:
     moment_arm_coef: np.ndarray | None  # (n_mono, k) m, only for moment_arms="opensim"
     hinges: np.ndarray | None = None  # (n, 2): local coordinate index, knot in scaled x; see `hinge_exponents`
 
+    def __post_init__(self) -> None:
+        """No hinges is always None (never an empty array), so callers test `hinges is None`."""
+        self.hinges = None if self.hinges is None or len(self.hinges) == 0 else np.asarray(self.hinges, float)
+
 
 @dataclass
 class MuscleSurrogate:
@@ -273,7 +277,7 @@ class MuscleSurrogate:
         by_key: dict[tuple, list[int]] = {}
         for i, m in enumerate(self.muscles):
             f = self.fits[m]
-            hinge_key = None if f.hinges is None or len(f.hinges) == 0 else np.asarray(f.hinges, float).tobytes()
+            hinge_key = None if f.hinges is None else f.hinges.tobytes()
             by_key.setdefault((f.coordinates, f.exponents.tobytes(), hinge_key, f.moment_arm_coef is None),
                               []).append(i)
         groups = []
@@ -283,7 +287,7 @@ class MuscleSurrogate:
                 "cols": np.array([index[c] for c in coords], dtype=np.int64),
                 "muscles": np.array(members, dtype=np.int64),
                 "exponents": fits[0].exponents,
-                "hinges": None if fits[0].hinges is None or len(fits[0].hinges) == 0 else np.asarray(fits[0].hinges, float),
+                "hinges": fits[0].hinges,
                 "length": np.stack([f.length_coef for f in fits], 1),
                 "arm": None if no_arm else np.concatenate([f.moment_arm_coef for f in fits], 1),
             })
@@ -319,8 +323,8 @@ class MuscleSurrogate:
             arrays[f"len_{i}"] = f.length_coef
             if f.moment_arm_coef is not None:
                 arrays[f"ma_{i}"] = f.moment_arm_coef
-            if f.hinges is not None and len(f.hinges):
-                arrays[f"hinge_{i}"] = np.asarray(f.hinges, float)
+            if f.hinges is not None:
+                arrays[f"hinge_{i}"] = f.hinges
         arrays["header"] = np.frombuffer(json.dumps(header, default=_json_default).encode(), dtype=np.uint8)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
@@ -368,6 +372,11 @@ def _json_default(o):  # noqa: ANN001, ANN202
 # fitting
 
 
+def _is_translation(name: str) -> bool:
+    """Translational coordinates, recognised by name (`*_tx`, `*_ty`, `*_tz`)."""
+    return name.endswith(("_tx", "_ty", "_tz"))
+
+
 def coordinate_ranges(coordinates: pd.DataFrame | Iterable[pd.DataFrame], margin_rad: float = np.deg2rad(5.0),
                       margin_m: float = 0.02) -> dict[str, tuple[float, float]]:
     """Union of the coordinate ranges of one or more trials (rad / m), widened by a margin.
@@ -391,7 +400,7 @@ def coordinate_ranges(coordinates: pd.DataFrame | Iterable[pd.DataFrame], margin
             out[name] = (lo, hi)
     res = {}
     for name, (lo, hi) in out.items():
-        pad = margin_m if name.endswith(("_tx", "_ty", "_tz")) else margin_rad
+        pad = margin_m if _is_translation(name) else margin_rad
         res[name] = (lo - pad, hi + pad)
     return res
 
@@ -571,7 +580,6 @@ def _fit_one(x: np.ndarray, length: np.ndarray, target: np.ndarray, half: np.nda
     `weight`, default 1), with hinge terms at `hinges` ((n, 2): local coordinate, knot; see
     `hinge_exponents`); returns (fit without names, {test set name: errors in m})."""
     k = x.shape[1]
-    hinges = None if hinges is None or len(hinges) == 0 else np.asarray(hinges, float)
     exps = monomial_exponents(k, degree) if hinges is None else hinge_exponents(k, degree, len(hinges))
     phi, dphi = _hinge_basis(x, exps, hinges, np, grad=True)  # dphi (N, k, n_mono), wrt scaled x
     sw = np.ones(len(train)) if weight is None else np.sqrt(weight[train])
@@ -601,14 +609,19 @@ def _fit_one(x: np.ndarray, length: np.ndarray, target: np.ndarray, half: np.nda
                      hinges=hinges), errors
 
 
-def _visited_poses(poses: pd.DataFrame | Sequence[pd.DataFrame], coords: Sequence[str], lower: np.ndarray,
+def _selection_score(errors: Mapping[str, Mapping[str, float]]) -> float:
+    """Held-out moment-arm RMSE that picks a fit's degree and hinge: the test sets of
+    `_fit_one` (uniform and, with poses, visited samples) counted equally (m)."""
+    return float(np.sqrt(np.mean([e["moment_arm_rmse"] ** 2 for e in errors.values()])))
+
+
+def _visited_poses(poses: Sequence[pd.DataFrame], coords: Sequence[str], lower: np.ndarray,
                    upper: np.ndarray, n: int, jitter_rad: float, rng: np.random.Generator) -> np.ndarray:
     """(n, K) poses drawn from trial frames (columns by coordinate name), each rotational
     coordinate jittered by N(0, jitter_rad), clipped to the box; coordinates the frames lack
     are drawn uniformly in the box."""
-    frames = [poses] if isinstance(poses, pd.DataFrame) else list(poses)
     blocks = []
-    for df in frames:
+    for df in poses:
         cols = {coordinate_name(str(c)): c for c in df.columns}
         block = np.full((len(df), len(coords)), np.nan)
         for j, c in enumerate(coords):
@@ -623,7 +636,7 @@ def _visited_poses(poses: pd.DataFrame | Sequence[pd.DataFrame], coords: Sequenc
     q = table[rows]
     missing = np.isnan(q)
     q[missing] = rng.uniform(np.broadcast_to(lower, q.shape), np.broadcast_to(upper, q.shape))[missing]
-    rotational = np.array([not c.endswith(("_tx", "_ty", "_tz")) for c in coords])
+    rotational = np.array([not _is_translation(c) for c in coords])
     q[:, rotational] += rng.normal(0.0, jitter_rad, size=(n, int(rotational.sum()))) * (~missing[:, rotational])
     return np.clip(q, lower, upper)
 
@@ -695,10 +708,9 @@ def fit_muscle_surrogate(
     if isinstance(ranges, pd.DataFrame) or frames_given:
         ranges = coordinate_ranges(ranges)
     ranges = {str(k): (float(v[0]), float(v[1])) for k, v in dict(ranges).items()}
-    if poses is not None and not isinstance(poses, pd.DataFrame):
-        poses = [p for p in poses]
-        if not poses:
-            poses = None
+    if poses is not None:
+        poses = [poses] if isinstance(poses, pd.DataFrame) else list(poses)
+        poses = poses or None
     if n_visited < 0 or visited_jitter_deg < 0 or visited_weight < 0:
         raise ConfigError("n_visited, visited_jitter_deg and visited_weight must be >= 0")
     t_start = time.perf_counter()
@@ -730,9 +742,8 @@ def fit_muscle_surrogate(
                      "visited_weight": visited_weight}
     key_obj = {"hash": mhash, "box": {c: [round(v, 6) for v in box[c]] for c in sorted(box)}, "settings": settings}
     if "n_visited" in settings:
-        frames = [poses] if isinstance(poses, pd.DataFrame) else poses
         h = hashlib.sha256()
-        for df in frames:
+        for df in poses:
             h.update(",".join(map(str, df.columns)).encode())
             h.update(np.round(df.to_numpy(dtype=float), 6).tobytes())
         key_obj["poses"] = h.hexdigest()
@@ -795,8 +806,7 @@ def fit_muscle_surrogate(
                 break
             fit, err = _fit_one(x, data["length"][:, i], target, half[cols], train, tests, deg, moment_arms, 0.05,
                                 weight)
-            # selection: held-out moment-arm RMSE, the uniform and the visited samples counted equally
-            score = float(np.sqrt(np.mean([e["moment_arm_rmse"] ** 2 for e in err.values()])))
+            score = _selection_score(err)
             if best is None or score < best[2]:
                 best = (fit, err, score)
             if score < tolerance_m:
@@ -808,7 +818,7 @@ def fit_muscle_surrogate(
                 for t in HINGE_KNOTS:
                     fit, err = _fit_one(x, data["length"][:, i], target, half[cols], train, tests, best[0].degree,
                                         moment_arms, 0.05, weight, hinges=np.array([[j, t]]))
-                    score = float(np.sqrt(np.mean([e["moment_arm_rmse"] ** 2 for e in err.values()])))
+                    score = _selection_score(err)
                     if hinged is None or score < hinged[2]:
                         hinged = (fit, err, score)
             if hinged is not None and hinged[2] < (1.0 - HINGE_MIN_GAIN) * best[2]:
