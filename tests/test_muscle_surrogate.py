@@ -90,6 +90,10 @@ def test_torch_matches_numpy_and_speed(fitted: tuple[MuscleSurrogate, Path]) -> 
     for key in ("length", "moment_arm", "dldq", "speed"):
         assert np.allclose(a[key], b[key].numpy(), atol=1e-12)
     assert np.allclose(a["speed"], -np.einsum("tmk,tk->tm", a["moment_arm"], qd))
+    c = sur.evaluate(torch.as_tensor(q), torch.as_tensor(qd), dldq=False)  # the batched solver's fast path
+    assert "dldq" not in c
+    for key in ("length", "moment_arm", "speed"):
+        assert np.allclose(a[key], c[key].numpy(), atol=1e-12)
 
 
 def test_cache_and_roundtrip(fitted: tuple[MuscleSurrogate, Path], tmp_path: Path) -> None:
