@@ -47,7 +47,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# one thread for the BLAS under numpy and torch, set before they load: both solvers are timed on
+# one thread, and an oversubscribed OpenBLAS on a busy machine made one least-squares solve of
+# the surrogate fit 50x slower
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
