@@ -245,12 +245,11 @@ class MuscleSurrogate:
         x = (q - center) / half
         n, k_all = q.shape
         m_all = len(self.muscles)
-        if is_torch:
-            length = torch.zeros((n, m_all), **kw)
-            grads = torch.zeros((n, m_all, k_all), **kw)
-            arms = torch.zeros((n, m_all, k_all), **kw)
-        else:
-            length, grads, arms = np.zeros((n, m_all)), np.zeros((n, m_all, k_all)), np.zeros((n, m_all, k_all))
+        def zeros(*shape: int):  # noqa: ANN202 - numpy or torch, like q
+            return torch.zeros(shape, **kw) if is_torch else np.zeros(shape)
+
+        length, arms = zeros(n, m_all), zeros(n, m_all, k_all)
+        grads = zeros(n, m_all, k_all) if dldq else None  # not even allocated on the solver's path
         for grp in self._groups():
             cols, mi = grp["cols"], grp["muscles"]
             need_grad = dldq or grp["arm"] is None
@@ -260,13 +259,14 @@ class MuscleSurrogate:
             if need_grad:
                 grad = (dphi @ lc) / half[cols][None, :, None]  # (T, k, g)
                 grad = grad.permute(0, 2, 1) if is_torch else grad.transpose(0, 2, 1)  # (T, g, k)
-                grads[:, mi[:, None], cols[None, :]] = grad
+                if grads is not None:
+                    grads[:, mi[:, None], cols[None, :]] = grad
             if grp["arm"] is not None:
                 arm = (phi @ _as(grp["arm"], q, xp)).reshape(n, len(mi), len(cols))
                 arms[:, mi[:, None], cols[None, :]] = arm
             else:
                 arms[:, mi[:, None], cols[None, :]] = -grad
-        out = {"length": length, "moment_arm": arms} | ({"dldq": grads} if dldq else {})
+        out = {"length": length, "moment_arm": arms} | ({"dldq": grads} if grads is not None else {})
         if qd is not None:
             qd = qd if is_torch else np.asarray(qd, dtype=float)
             out["speed"] = -(arms * qd[:, None, :]).sum(-1)
