@@ -622,10 +622,11 @@ def solve_static_optimization(problem: SOProblem, *, p: float = 2.0, max_iterati
         psi_ = (x_.abs() ** p).sum(-1) - (lam_ * g_).sum(-1)  # dual function (concave)
         return lam_, s_, x_, dx_, g_, psi_
 
-    state = list(evaluate(pr, lam, lo, hi))  # lam, s, x, dx, g, psi over all frames
+    lam_i, s_i, x_i, dx_i, g_i, psi_i = range(6)  # positions in `evaluate`'s result
+    state = list(evaluate(pr, lam, lo, hi))  # over all frames
     it = 0
     for it in range(1, max_iterations + 1):
-        res = state[4].abs().amax(-1)
+        res = state[g_i].abs().amax(-1)
         todo = res > tolerance * scale
         if not bool(todo.any()):
             it -= 1
@@ -636,8 +637,8 @@ def solve_static_optimization(problem: SOProblem, *, p: float = 2.0, max_iterati
         sub = pr if len(idx) == t_n else pr.subset(idx)
         lo_s, hi_s = lo[idx], hi[idx]
         cur = [v[idx] for v in state]
-        step = sub.newton_step(cur[3], cur[4])
-        slope = -(cur[4] * step).sum(-1)  # directional derivative of psi (>= 0)
+        step = sub.newton_step(cur[dx_i], cur[g_i])
+        slope = -(cur[g_i] * step).sum(-1)  # directional derivative of psi (>= 0)
         n_s = len(idx)
         pending = torch.arange(n_s, device=tau.device)  # frames whose step is not yet taken
         if p == 2.0:
@@ -645,9 +646,9 @@ def solve_static_optimization(problem: SOProblem, *, p: float = 2.0, max_iterati
             # Backtracking from the full step needed 7-14 trial evaluations per iteration on
             # saturated frames (the Newton matrix sees only the muscles free at the current point).
             u = sub.transposed_product(step)
-            t_ex = _exact_step_length(cur[1], u, slope, lo_s, hi_s)
-            trial = evaluate(sub, cur[0] + t_ex[:, None] * step, lo_s, hi_s, cur[1] + t_ex[:, None] * u)
-            ok = trial[5] >= cur[5] - 1e-12 * (1.0 + cur[5].abs())  # no loss beyond rounding
+            t_ex = _exact_step_length(cur[s_i], u, slope, lo_s, hi_s)
+            trial = evaluate(sub, cur[lam_i] + t_ex[:, None] * step, lo_s, hi_s, cur[s_i] + t_ex[:, None] * u)
+            ok = trial[psi_i] >= cur[psi_i] - 1e-12 * (1.0 + cur[psi_i].abs())  # no loss beyond rounding
             for v, nv in zip(cur, trial):
                 v[ok] = nv[ok]
             pending = pending[~ok]
@@ -658,14 +659,15 @@ def solve_static_optimization(problem: SOProblem, *, p: float = 2.0, max_iterati
             n_p = len(pending)
             pb = sub if n_p == n_s else sub.subset(pending) if 2 * n_p < n_s else None
             rows_p = slice(None) if pb is sub else pending
-            new = cur[0][rows_p] + t_step[rows_p, None] * step[rows_p]
+            new = cur[lam_i][rows_p] + t_step[rows_p, None] * step[rows_p]
             if pb is None:  # most frames pending: evaluate all, keep the pending ones
-                full = cur[0].clone()
+                full = cur[lam_i].clone()
                 full[pending] = new
                 trial = [v[pending] for v in evaluate(sub, full, lo_s, hi_s)]
             else:
                 trial = evaluate(pb, new, lo_s[rows_p], hi_s[rows_p])
-            ok = trial[5] >= cur[5][pending] + 1e-4 * t_step[pending] * slope[pending] - 1e-13 * cur[5][pending].abs()
+            psi_p = cur[psi_i][pending]
+            ok = trial[psi_i] >= psi_p + 1e-4 * t_step[pending] * slope[pending] - 1e-13 * psi_p.abs()
             acc = pending[ok]
             for v, nv in zip(cur, trial):
                 v[acc] = nv[ok]
@@ -675,7 +677,7 @@ def solve_static_optimization(problem: SOProblem, *, p: float = 2.0, max_iterati
             t_step[pending] *= 0.5
         for v, nv in zip(state, cur):
             v[idx] = nv
-    x, g = state[2], state[4]
+    x, g = state[x_i], state[g_i]
     res = g.abs().amax(-1)
     conv = res <= tolerance * scale
     return x, SolveInfo(iterations=it, converged=conv.cpu().numpy(), residual=res.cpu().numpy())
