@@ -5,7 +5,6 @@ dataset NetCDF, and a C3D trial through `label`."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,16 +20,12 @@ from biohuman.workflow import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _snakemake import snakemake  # noqa: E402
 from smpl_fixture import build_amass_sequence, build_tiny_body_model  # noqa: E402
 
 SHARED = "opensim-core/OpenSim/Tests/shared"
 RAJ = "opensim-models/Pipelines/Rajagopal/ExpData"
 
-
-def snakemake(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def _config(tmp: Path, trials: list[dict], **extra) -> Path:

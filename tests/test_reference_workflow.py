@@ -5,15 +5,13 @@ CMC on a short window of a synthetic walk."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _snakemake import snakemake
 
 from biohuman.config import validate_config
 from biohuman.errors import ConfigError
@@ -32,11 +30,6 @@ def _config(results: Path, *, motions: list[str], reference: dict | None) -> dic
         cfg["reference_solvers"] = reference
     return cfg
 
-
-def _snakemake(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def _write(tmp_path: Path, cfg: dict) -> Path:
@@ -120,22 +113,22 @@ def test_dry_run_reference_only_for_configured_trials(tmp_path: Path) -> None:
     results = tmp_path / "results"
     cfg = _config(results, motions=["walk", "run"],
                   reference={"solvers": ["cmc", "moco_inverse"], "trials": ["syn01/walk"], "window_s": 0.2})
-    r = _snakemake("-n", "reference", "--configfile", str(_write(tmp_path, cfg)))
+    r = snakemake("-n", "reference", "--configfile", str(_write(tmp_path, cfg)))
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     ref = sorted(o for rule, o in _jobs(r.stdout + r.stderr) if rule == "reference_activations")
     assert ref == [f"{results}/reference/cmc/syn01/walk.status.json",
                    f"{results}/reference/moco_inverse/syn01/walk.status.json"]
     # the default target and an unconfigured run have no reference job
-    r = _snakemake("-n", "all", "--configfile", str(_write(tmp_path, cfg)))
+    r = snakemake("-n", "all", "--configfile", str(_write(tmp_path, cfg)))
     assert r.returncode == 0 and "reference_activations" not in r.stdout + r.stderr
     cfg["reference_solvers"] = {}
-    r = _snakemake("-n", "reference", "--configfile", str(_write(tmp_path, cfg)))
+    r = snakemake("-n", "reference", "--configfile", str(_write(tmp_path, cfg)))
     assert r.returncode == 0 and "reference_activations" not in r.stdout + r.stderr
 
 
 def test_dry_run_unknown_reference_trial_fails_clearly(tmp_path: Path) -> None:
     cfg = _config(tmp_path / "results", motions=["walk"], reference={"solvers": ["cmc"], "trials": ["syn01/run"]})
-    r = _snakemake("-n", "reference", "--configfile", str(_write(tmp_path, cfg)))
+    r = snakemake("-n", "reference", "--configfile", str(_write(tmp_path, cfg)))
     assert r.returncode != 0
     assert "unknown trial id(s) ['syn01/run']" in r.stdout + r.stderr
 
@@ -153,7 +146,7 @@ def test_workflow_cmc_window_in_dataset_format(tmp_path: Path, reduced: bool) ->
     results = tmp_path / "results"
     cfg = _config(results, motions=["walk"],
                   reference={"solvers": ["cmc"], "trials": ["syn01/walk"], "window_s": window})
-    r = _snakemake("--cores", "1", "reference", "--configfile", str(_write(tmp_path, cfg)), timeout=1500)
+    r = snakemake("--cores", "1", "reference", "--configfile", str(_write(tmp_path, cfg)), timeout=1500)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     out = results / "reference" / "cmc" / "syn01"
     st = bio.read_status(out / "walk.status.json")

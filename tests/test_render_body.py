@@ -87,3 +87,22 @@ def test_render_preview(cache, tmp_path):
     mp4 = render_preview(None, coords, tmp_path / "p.mp4", frames=4,
                          config={"width": 128, "height": 128, "anny_cache_dir": str(cache)})
     assert mp4.stat().st_size > 1000
+
+
+def test_cache_build_lock_is_exclusive_across_processes(tmp_path):
+    """While one process holds the Anny cache's build lock, another cannot take it: concurrent
+    builders (parallel jobs, test workers) wait instead of building the ~1 min cache twice."""
+    import subprocess
+    import sys
+
+    from biohuman.render.body import _exclusive_lock
+
+    lock = tmp_path / ".anny.lock"
+    probe = ("import fcntl, sys; fh = open(sys.argv[1], 'a')\n"
+             "try:\n    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n"
+             "    sys.exit(3)\n")
+    with _exclusive_lock(lock):
+        held = subprocess.run([sys.executable, "-c", probe, str(lock)])
+    free = subprocess.run([sys.executable, "-c", probe, str(lock)])
+    assert held.returncode == 3  # taken while the block runs
+    assert free.returncode == 0  # released after it

@@ -5,23 +5,15 @@ same seed gives the same metrics."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from _snakemake import snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def snakemake(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "ANNY_CACHE_DIR": os.environ.get("ANNY_CACHE_DIR", str(ROOT / ".cache" / "anny"))}
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def test_dry_run_train(tmp_path: Path) -> None:
@@ -44,7 +36,7 @@ def test_snakemake_train(tmp_path: Path, reduced: bool) -> None:
         cfg["train"]["eval"]["n_boot"] = 100
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    r = snakemake("--cores", "2", "train", "--configfile", str(path), timeout=3000)
+    r = snakemake("--cores", "2", "train", "--configfile", str(path), timeout=3000, render=True)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     metrics = json.loads((results / "eval" / "metrics.json").read_text())
     assert set(metrics) == {"held_out_subjects", "held_out_motions"}
@@ -57,6 +49,6 @@ def test_snakemake_train(tmp_path: Path, reduced: bool) -> None:
     # the same seed from scratch (features kept): the same metrics
     shutil.rmtree(results / "train")
     shutil.rmtree(results / "eval")
-    r = snakemake("--cores", "2", "train", "--configfile", str(path), timeout=3000)
+    r = snakemake("--cores", "2", "train", "--configfile", str(path), timeout=3000, render=True)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     assert json.loads((results / "eval" / "metrics.json").read_text()) == metrics

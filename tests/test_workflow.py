@@ -3,28 +3,19 @@ with a corrupt trial beside a good one, run twice for reproducibility."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from _snakemake import snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 LABEL_RULES = {"scale", "ik", "ground_forces", "inverse_dynamics", "activations", "trial_dataset", "manifest",
                "external_subject", "render", "anny_cache"}
 
-
-def snakemake(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    # share the Anny cache the render tests use (built once there) instead of rebuilding it
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "ANNY_CACHE_DIR": os.environ.get("ANNY_CACHE_DIR", str(ROOT / ".cache" / "anny"))}
-    return subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_dry_run_all_and_label():
@@ -109,7 +100,7 @@ def test_end_to_end_with_a_corrupt_trial_and_reproducible(tmp_path):
     kept = []
     for run in (1, 2):  # the same config twice, from scratch each time
         shutil.rmtree(results, ignore_errors=True)
-        r = snakemake("--cores", "2", "all", "--configfile", str(cfg), timeout=1500)
+        r = snakemake("--cores", "2", "all", "--configfile", str(cfg), timeout=1500, render=True)
         assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
         kept.append(tmp_path / f"run{run}")
         shutil.copytree(results / "dataset", kept[-1])

@@ -22,11 +22,12 @@ kept): see `build_anny_cache`. Parallel render jobs must only read a built cache
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,12 +116,40 @@ def build_anny_cache(cache_dir: str | Path | None = None, *, keep_intermediate: 
     """Build Anny's model data once into `cache_dir` and return the path of its ready file.
 
     Builds in a temporary sibling folder and renames it into place, so concurrent readers never
-    see a half-written cache. About 1 minute on 2 cores; peaks at 0.8 GB on disk, of which the
-    51 MB compact model is kept (`keep_intermediate=True` keeps everything). Idempotent.
+    see a half-written cache, and holds an exclusive lock on a sibling lock file meanwhile, so
+    concurrent builders (parallel Snakemake jobs or test workers) build it once: the others wait
+    and find it ready. About 1 minute on 2 cores; peaks at 0.8 GB on disk, of which the 51 MB
+    compact model is kept (`keep_intermediate=True` keeps everything). Idempotent.
     """
     root = anny_cache_dir(cache_dir)
     if (root / CACHE_READY).is_file():
         return root / CACHE_READY
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(root.parent / f".{root.name}.lock"):
+        if (root / CACHE_READY).is_file():  # built by another process while this one waited
+            return root / CACHE_READY
+        return _build_anny_cache(root, keep_intermediate)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on `path` for the block; no lock where the
+    platform has no fcntl (Windows), where the temp-folder rename still keeps the cache whole."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _build_anny_cache(root: Path, keep_intermediate: bool) -> Path:
+    """`build_anny_cache`'s work, under its lock."""
     anny = _anny()
     from anny.paths import get_anny_cache_path, set_anny_cache_path
 

@@ -1,0 +1,26 @@
+"""One way to run the workflow from the tests: `python -m snakemake` in the repository root, one
+BLAS thread per job, and the Anny cache the rendering tests share (built once, under its lock,
+before a run that renders, so that parallel test workers never race to build it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ANNY_CACHE = os.environ.get("ANNY_CACHE_DIR", str(ROOT / ".cache" / "anny"))
+
+
+def snakemake(*args: str, timeout: int = 120, render: bool = False) -> subprocess.CompletedProcess:
+    """Run Snakemake with `args` (output captured). `render`: the run renders video, so the shared
+    Anny cache is made ready first (a Snakemake job building it would hold an output lock that
+    another worker's concurrent run, reading it as input, would collide with)."""
+    if render:
+        from _render_data import anny_cache
+
+        anny_cache()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ANNY_CACHE_DIR": ANNY_CACHE}
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
