@@ -284,7 +284,8 @@ def step_muscle_surrogate(*, upstream: Mapping, log: logging.Logger, config: Map
     cfg = config.get("batched_so", {})
     sur = fit_muscle_surrogate(model, coordinate_ranges(frames), moment_arms=cfg.get("moment_arms", "opensim"),
                                seed=int(config["seed"]), cache_dir=out_dir,
-                               poses=frames if cfg.get("visited_poses", True) else None)
+                               poses=frames if cfg.get("visited_poses", True) else None,
+                               n_samples=cfg.get("surrogate_samples"), n_visited=int(cfg.get("surrogate_visited", 800)))
     meta = sur.metadata
     log.info("surrogate for %s: %d muscles over %d coordinates, fit %.1f s (cache %s), moment-arm RMSE median "
              "%.2f mm, max %.2f mm", subject, len(sur.muscles), len(sur.coordinates),
@@ -294,6 +295,7 @@ def step_muscle_surrogate(*, upstream: Mapping, log: logging.Logger, config: Map
             "extra": {"trials": used, "left_out": left_out, "moment_arm_definition": sur.moment_arms,
                       "fit_s": float(meta.get("timing_s", {}).get("total", 0.0)),
                       "cache_hit": bool(meta.get("cache", {}).get("hit")),
+                      "n_samples": int(meta["settings"]["n_samples"]),
                       "summary_mm": meta["summary_mm"], "coordinates": list(sur.coordinates)}}
 
 

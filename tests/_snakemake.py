@@ -11,6 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ANNY_CACHE = os.environ.get("ANNY_CACHE_DIR", str(ROOT / ".cache" / "anny"))
+REDUCED_SURROGATE = {"surrogate_samples": 400, "surrogate_visited": 200}
+"""`batched_so` settings of the reduced (CI) workflow runs: 600 OpenSim poses per subject's muscle
+fit instead of 2480 (~18 s instead of ~75 s), for tests whose subject is not the fit's accuracy."""
 
 
 def snakemake(*args: str, timeout: int = 120, render: bool = False) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from _snakemake import snakemake
+from _snakemake import REDUCED_SURROGATE, snakemake
 
 from biohuman.config import validate_config
 from biohuman.errors import ConfigError
@@ -146,6 +146,8 @@ def test_workflow_cmc_window_in_dataset_format(tmp_path: Path, reduced: bool) ->
     results = tmp_path / "results"
     cfg = _config(results, motions=["walk"],
                   reference={"solvers": ["cmc"], "trials": ["syn01/walk"], "window_s": window})
+    if reduced:
+        cfg["batched_so"].update(REDUCED_SURROGATE)
     r = snakemake("--cores", "1", "reference", "--configfile", str(_write(tmp_path, cfg)), timeout=1500)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     out = results / "reference" / "cmc" / "syn01"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _snakemake import snakemake
+from _snakemake import REDUCED_SURROGATE, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +34,7 @@ def test_snakemake_train(tmp_path: Path, reduced: bool) -> None:
         cfg["synthetic"]["motions"] = ["walk", "squat"]
         cfg["train"].update({"epochs": 2, "pose_to_activation_epochs": 2, "cameras": ["cam0"]})
         cfg["train"]["eval"]["n_boot"] = 100
+        cfg["batched_so"].update(REDUCED_SURROGATE)  # a coarser muscle fit: this test is about training
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     r = snakemake("--cores", "2", "train", "--configfile", str(path), timeout=3000, render=True)

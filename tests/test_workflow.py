@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from _snakemake import snakemake
+from _snakemake import REDUCED_SURROGATE, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL_RULES = {"scale", "ik", "ground_forces", "inverse_dynamics", "activations", "trial_dataset", "manifest",
@@ -66,9 +66,11 @@ def test_no_labelling_rule_takes_ground_truth_as_input():
     assert not leaks, f"labelling rules read ground truth: {leaks[:5]}"
 
 
-def _write_config(tmp: Path, results: Path, corrupt_trc: Path) -> Path:  # noqa: D103
+def _write_config(tmp: Path, results: Path, corrupt_trc: Path, reduced: bool) -> Path:  # noqa: D103
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["results"] = str(results)
+    if reduced:
+        cfg["batched_so"].update(REDUCED_SURROGATE)
     cfg["synthetic"]["subjects"]["count"] = 1
     cfg["synthetic"]["motions"] = ["run"]
     cfg["trials"] = [{"subject": "lab01", "trial": "broken", "trc": str(corrupt_trc),
@@ -91,12 +93,12 @@ def _corrupt_trc(path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_end_to_end_with_a_corrupt_trial_and_reproducible(tmp_path):
+def test_end_to_end_with_a_corrupt_trial_and_reproducible(tmp_path, reduced):
     import biohuman.io as bio
 
     bad = _corrupt_trc(tmp_path / "broken.trc")
     results = tmp_path / "results"
-    cfg = _write_config(tmp_path, results, bad)
+    cfg = _write_config(tmp_path, results, bad, reduced)
     kept = []
     for run in (1, 2):  # the same config twice, from scratch each time
         shutil.rmtree(results, ignore_errors=True)
@@ -111,6 +113,12 @@ def test_end_to_end_with_a_corrupt_trial_and_reproducible(tmp_path):
     assert by_id["lab01/broken"].status == "failed"
     assert "broken.trc" in by_id["lab01/broken"].message and "non-numeric" in by_id["lab01/broken"].message
     assert by_id["syn01/run"].status in ("ok", "flagged")
+    sur = bio.read_status(results / "surrogate" / "syn01" / "surrogate.status.json")["extra"]
+    if reduced:  # the config's sample counts reached the fit
+        assert sur["n_samples"] == REDUCED_SURROGATE["surrogate_samples"]
+        assert sur["summary_mm"]["n_visited"] == REDUCED_SURROGATE["surrogate_visited"]
+    else:  # the automatic count: at least 600 uniform poses
+        assert sur["n_samples"] >= 600 and sur["summary_mm"]["n_visited"] == 800
 
     assert [tid for tid, _ in bio.open_dataset(results / "dataset" / "manifest.csv")] == ["syn01/run"]
     a = bio.open_trial(runs[0] / "syn01" / "run.nc")
