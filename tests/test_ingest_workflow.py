@@ -27,7 +27,6 @@ SHARED = "opensim-core/OpenSim/Tests/shared"
 RAJ = "opensim-models/Pipelines/Rajagopal/ExpData"
 
 
-
 def _config(tmp: Path, trials: list[dict], **extra) -> Path:
     cfg = {"results": str(tmp / "results"), "synthetic": {"subjects": {"count": 0}, "motions": ["walk"]},
            "render": {"enabled": False}, "trials": trials, **extra}

@@ -31,7 +31,6 @@ def _config(results: Path, *, motions: list[str], reference: dict | None) -> dic
     return cfg
 
 
-
 def _write(tmp_path: Path, cfg: dict) -> Path:
     p = tmp_path / "config.yaml"
     p.write_text(yaml.safe_dump(cfg))

@@ -15,7 +15,6 @@ from _snakemake import REDUCED_SURROGATE, snakemake
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 def test_dry_run_train(tmp_path: Path) -> None:
     r = snakemake("-n", "train", "--config", f"results={tmp_path / 'results'}")
     assert r.returncode == 0, r.stderr[-3000:]

@@ -17,7 +17,6 @@ LABEL_RULES = {"scale", "ik", "ground_forces", "inverse_dynamics", "activations"
                "external_subject", "render", "anny_cache"}
 
 
-
 def test_dry_run_all_and_label():
     for target in ("all", "label"):
         r = snakemake("-n", target, "--quiet", "rules")
