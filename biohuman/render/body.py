@@ -153,7 +153,6 @@ def _build_anny_cache(root: Path, keep_intermediate: bool) -> Path:
     anny = _anny()
     from anny.paths import get_anny_cache_path, set_anny_cache_path
 
-    root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.building.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     if root.is_dir():
