@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+ANNY_CACHE_DIR = Path(os.environ.get("ANNY_CACHE_DIR", REPO / ".cache" / "anny"))
+"""The Anny cache every test shares: $ANNY_CACHE_DIR or <repo>/.cache/anny."""
 
 
 def gait_coordinates(duration: float = 1.2, rate: float = 100.0, speed: float = 1.2, t0: float = 0.0) -> pd.DataFrame:
@@ -50,7 +52,6 @@ def anny_cache() -> Path:
     pytest.importorskip("anny", reason="anny not installed (pip install anny==0.6.2)")
     from biohuman.render.body import anny_cache_ready, build_anny_cache
 
-    root = Path(os.environ.get("ANNY_CACHE_DIR", REPO / ".cache" / "anny"))
-    if not anny_cache_ready(root):
-        build_anny_cache(root)
-    return root
+    if not anny_cache_ready(ANNY_CACHE_DIR):
+        build_anny_cache(ANNY_CACHE_DIR)
+    return ANNY_CACHE_DIR

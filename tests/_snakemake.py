@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _render_data import ANNY_CACHE_DIR, anny_cache
+
 ROOT = Path(__file__).resolve().parents[1]
-ANNY_CACHE = os.environ.get("ANNY_CACHE_DIR", str(ROOT / ".cache" / "anny"))
 REDUCED_SURROGATE = {"surrogate_samples": 400, "surrogate_visited": 200}
 """`batched_so` settings of the reduced (CI) workflow runs: 600 OpenSim poses per subject's muscle
 fit instead of 2480 (~18 s instead of ~75 s), for tests whose subject is not the fit's accuracy."""
@@ -21,9 +22,7 @@ def snakemake(*args: str, timeout: int = 120, render: bool = False) -> subproces
     Anny cache is made ready first (a Snakemake job building it would hold an output lock that
     another worker's concurrent run, reading it as input, would collide with)."""
     if render:
-        from _render_data import anny_cache
-
         anny_cache()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ANNY_CACHE_DIR": ANNY_CACHE}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ANNY_CACHE_DIR": str(ANNY_CACHE_DIR)}
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)
