@@ -220,3 +220,33 @@ def test_pose_conditioned_activation_branch() -> None:
             pose_branch_config(_cfg(pose_branch=bad))
     with pytest.raises(ConfigError, match="both the pose and the activation head"):
         BioHumanNet(_cfg("mediapipe", pose_branch=True, heads={"pose": True, "activation": False}))
+
+
+def test_pose_branch_state_limit_bounds_the_state_correction() -> None:
+    """With `state_limit: L` the activation logits are the branch's plus L tanh(state logits / L):
+    never more than L away from the branch's own, equal to the unbounded sum for small state
+    logits; bad limits are refused."""
+    from biohuman.errors import ConfigError
+    from biohuman.nn.model import BioHumanNet, pose_branch_config
+
+    torch.manual_seed(0)
+    limit = 0.5
+    model = BioHumanNet(_cfg("mediapipe", pose_branch={"hidden": 8, "layers": 2, "state_limit": limit})).eval()
+    with torch.no_grad():
+        model.act_head[-1].weight.mul_(50.0)  # state logits far beyond the limit
+        b = _batch(2, 12)
+        out = model(b)
+        state = model.act_head(model.encode(b))
+        branch = model.act_pose.logits(out["coords"], b["height_m"], b["mask"])
+        assert float(state.abs().max()) > 5 * limit
+        logits = torch.logit((out["activation"] - model.act_bounds.lo) / (model.act_bounds.hi - model.act_bounds.lo))
+        assert float((logits - branch).abs().max()) <= limit + 1e-4
+        torch.testing.assert_close(logits - branch, limit * torch.tanh(state / limit), atol=1e-4, rtol=1e-4)
+        model.act_head[-1].weight.mul_(1e-4)  # small state logits pass almost unchanged
+        model.act_head[-1].bias.zero_()
+        state = model.act_head(model.encode(b))
+        torch.testing.assert_close(limit * torch.tanh(state / limit), state, atol=1e-5, rtol=1e-3)
+    assert pose_branch_config(_cfg(pose_branch=True))["state_limit"] is None
+    for bad in ({"state_limit": 0}, {"state_limit": -1.0}, {"state_limit": 1.0, "state": False}):
+        with pytest.raises(ConfigError):
+            pose_branch_config(_cfg(pose_branch=bad))

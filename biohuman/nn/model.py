@@ -215,7 +215,7 @@ def sinusoidal_encoding(t: int, d: int, device: torch.device | None = None) -> t
 
 
 POSE_BRANCH_DEFAULTS: dict[str, Any] = {"input": "labels", "hidden": 128, "layers": 4, "kernel": 5, "dropout": 0.1,
-                                       "input_noise_deg": 3.0, "state": True}
+                                       "input_noise_deg": 3.0, "state": True, "state_limit": None}
 """Defaults of cfg["pose_branch"] (see `pose_branch_config`)."""
 
 
@@ -225,8 +225,12 @@ def pose_branch_config(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     training it reads the labelled coordinates plus `input_noise_deg` of noise, at inference the
     predicted ones; `predicted`: always the predicted ones, detached), `state` (whether the
     activation head's logits from the transformer state are added; False: activations from the
-    predicted pose alone) and its `CoordinateConvNet` size. It adds coordinates -> activation logits to the activation head's, so the activations
-    follow the predicted motion through a mapping learned on poses rather than on appearance."""
+    predicted pose alone), `state_limit` (None: the state's logits enter as they are; L > 0: as
+    L tanh(logits / L), a correction of at most L logits to the branch's, so that on a motion unlike
+    any in training the appearance-driven part cannot wake a muscle the predicted pose keeps
+    silent) and its `CoordinateConvNet` size. It adds coordinates -> activation logits to the
+    activation head's, so the activations follow the predicted motion through a mapping learned on
+    poses rather than on appearance."""
     pb = cfg.get("pose_branch")
     if pb is None or pb is False:
         return None
@@ -243,6 +247,12 @@ def pose_branch_config(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     for k in ("hidden", "layers", "kernel"):
         pb[k] = int(pb[k])
     pb["dropout"], pb["input_noise_deg"], pb["state"] = float(pb["dropout"]), float(pb["input_noise_deg"]), bool(pb["state"])
+    if pb["state_limit"] is not None:
+        pb["state_limit"] = float(pb["state_limit"])
+        if not pb["state_limit"] > 0:
+            raise ConfigError(f"model pose_branch.state_limit must be null or > 0, not {pb['state_limit']}")
+        if not pb["state"]:
+            raise ConfigError("model pose_branch.state_limit needs state: true (it bounds the state's logits)")
     return pb
 
 
@@ -353,6 +363,9 @@ class BioHumanNet(nn.Module):
                                     pelvis_translation=out["root"])
         if self.heads.get("activation", False):
             logits = self.act_head(state) if self.pose_branch is None or self.pose_branch["state"] else 0.0
+            limit = None if self.pose_branch is None else self.pose_branch["state_limit"]
+            if limit is not None:
+                logits = limit * torch.tanh(logits / limit)
             if self.pose_branch is not None:
                 logits = logits + self.act_pose.logits(self._branch_coords(batch, out["coords"]),
                                                        batch["height_m"].float(), mask)
