@@ -19,7 +19,7 @@ from biohuman.dynamics.muscles import (
 from biohuman.errors import ConfigError, InputFormatError
 from biohuman.osim.model import rajagopal_path
 
-MUSCLES = ["recfem_r", "gaslat_r", "soleus_r", "glmax1_r", "bfsh_r"]
+MUSCLES = ["recfem_r", "gaslat_r", "gasmed_r", "soleus_r", "glmax1_r", "bfsh_r"]
 RANGES = {"hip_flexion_r": (-0.3, 0.9), "hip_adduction_r": (-0.25, 0.15), "hip_rotation_r": (-0.3, 0.3),
           "knee_angle_r": (0.0, 1.3), "ankle_angle_r": (-0.4, 0.35)}
 
@@ -40,8 +40,13 @@ def test_monomials() -> None:
 def test_spanned_coordinates(fitted: tuple[MuscleSurrogate, Path]) -> None:
     spans = fitted[0].spans
     assert set(spans["recfem_r"]) == {"hip_flexion_r", "hip_adduction_r", "hip_rotation_r", "knee_angle_r"}
-    assert set(spans["gaslat_r"]) == {"knee_angle_r", "ankle_angle_r"}
+    hip = {"hip_flexion_r", "hip_adduction_r", "hip_rotation_r"}
+    for gas in ("gaslat_r", "gasmed_r"):  # the tree chain first, then OpenSim's off-chain moment arms
+        assert set(fitted[0].fits[gas].coordinates) == {"knee_angle_r", "ankle_angle_r"}
+        assert set(spans[gas][2:]) <= hip and spans[gas][2:] == fitted[0].fits[gas].off_chain
+    assert "hip_flexion_r" in spans["gasmed_r"]  # up to 0.5 mm near knee extension
     assert set(spans["bfsh_r"]) == {"knee_angle_r"}
+    assert not any(f.off_chain for m, f in fitted[0].fits.items() if not m.startswith("gas"))
     assert "knee_angle_r_beta" not in fitted[0].coordinates  # coupled: folded into knee_angle_r
 
 
@@ -55,9 +60,15 @@ def test_held_out_poses_match_opensim(fitted: tuple[MuscleSurrogate, Path]) -> N
     out = sur.evaluate(sur.coordinate_matrix(q))
     assert np.abs(out["length"] - ref["length"]).max() < 1e-3
     for i, m in enumerate(sur.muscles):
-        cols = [sur.coordinates.index(c) for c in sur.fits[m].coordinates]
+        cols = [sur.coordinates.index(c) for c in sur.spans[m]]
         err = np.abs(out["moment_arm"][:, i, cols] - ref[f"moment_arm_{i}"])
         assert err.max() < 2e-3, (m, err.max())
+    # off-chain moment arms (gasmed_r about the hip, 0.1-0.5 mm) are followed, not left at 0
+    i, f = sur.muscles.index("gasmed_r"), sur.fits["gasmed_r"]
+    off = [sur.coordinates.index(c) for c in f.off_chain]
+    true = ref[f"moment_arm_{i}"][:, len(f.coordinates):]
+    err = out["moment_arm"][:, i, off] - true
+    assert np.sqrt(np.mean(true ** 2)) > 5e-5 and np.sqrt(np.mean(err ** 2)) < 0.3 * np.sqrt(np.mean(true ** 2))
     meta = sur.metadata
     assert meta["moment_arm_definition"] == "opensim"
     assert meta["summary_mm"]["moment_arm_rmse_max"] < 1.0
@@ -68,6 +79,7 @@ def test_dldq_definition_is_minus_length_gradient(tmp_path: Path) -> None:
     sur = fit_muscle_surrogate(rajagopal_path(), RANGES, muscles=["bfsh_r", "gaslat_r"], moment_arms="dLdq",
                                n_samples=300, cache_dir=tmp_path)
     assert sur.metadata["moment_arm_definition"] == "dLdq"
+    assert set(sur.spans["gaslat_r"]) == {"knee_angle_r", "ankle_angle_r"}  # -dL/dq off the chain is 0
     q = np.tile(0.5 * (sur.lower + sur.upper), (3, 1))
     h = 1e-6
     for k in range(len(sur.coordinates)):
@@ -106,6 +118,7 @@ def test_cache_and_roundtrip(fitted: tuple[MuscleSurrogate, Path], tmp_path: Pat
     loaded = MuscleSurrogate.load(path)
     assert loaded.spans == sur.spans
     assert np.allclose(loaded.evaluate(q)["length"], sur.evaluate(q)["length"])
+    assert np.array_equal(loaded.evaluate(q)["moment_arm"], sur.evaluate(q)["moment_arm"])  # off-chain arms too
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InputFormatError):
         MuscleSurrogate.load(tmp_path / "bad.npz")

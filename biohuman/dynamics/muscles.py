@@ -6,6 +6,13 @@ Method (after OpenCap's polynomial muscle geometry, Uhlrich et al. 2023):
    the bodies its path touches, kept if OpenSim's `computeMomentArm` is nonzero (> 0.1 mm) at
    one of a few poses. Coupled coordinates (Rajagopal's `knee_angle_*_beta`) follow their
    coupler and are folded into the independent one (`computeMomentArm` accounts for couplers).
+   With `moment_arms="opensim"` the coordinates of the joints above those bodies (up to, not
+   including, the root joint) are candidates too: a path wrapped over two surfaces on different
+   bodies does not apply its tension as collinear pairs, so OpenSim gives it moment arms about
+   joints it does not cross. Rajagopal's gastrocnemii (femur -> tibia cylinder -> femur condyle
+   cylinder -> calcaneus) have 0.1-0.3 mm about the hip and the pelvis, which OpenSim's SO
+   balances (at 1.2 kN, 0.35 N m of hip moment); -dL/dq there is 0. The root joint's (pelvis)
+   coordinates stay out: their residual actuators are cheap and take the difference.
 2. Poses are sampled uniformly in the box of coordinate ranges the caller gives (the subject's
    trials plus a margin), all spanned coordinates at once; OpenSim evaluates every muscle's
    length and its moment arms there.
@@ -53,7 +60,7 @@ from biohuman.io.atomic import atomic_path
 from biohuman.osim.model import load_model, opensim, opensim_version, single_couplers
 
 MOMENT_ARM_MODES = ("opensim", "dLdq")
-SURROGATE_VERSION = 3  # 2: higher degrees for muscles spanning 1-3 coordinates; 3: weighted fit, visited poses, hinges
+SURROGATE_VERSION = 4  # 2: higher degrees for muscles spanning 1-3 coordinates; 3: weighted fit, visited poses, hinges; 4: off-chain coordinates (opensim moment arms)
 """Bumped when the fitting procedure changes (invalidates caches)."""
 
 HINGE_KNOTS = np.linspace(-0.8, 0.8, 9)
@@ -180,6 +187,9 @@ class MuscleFit:
     length_coef: np.ndarray  # (n_mono,) m
     moment_arm_coef: np.ndarray | None  # (n_mono, k) m, only for moment_arms="opensim"
     hinges: np.ndarray | None = None  # (n, 2): local coordinate index, knot in scaled x; see `hinge_exponents`
+    off_chain: tuple[str, ...] = ()  # coordinates off the path's tree chain with OpenSim moment arms (docstring, item 1)
+    off_exponents: np.ndarray | None = None  # (n_off, k + k_off): monomials in coordinates + off_chain
+    off_arm_coef: np.ndarray | None = None  # (n_off, k_off) m: their moment arms
 
     def __post_init__(self) -> None:
         """No hinges is always None (never an empty array), so callers test `hinges is None`."""
@@ -207,8 +217,8 @@ class MuscleSurrogate:
 
     @property
     def spans(self) -> dict[str, tuple[str, ...]]:
-        """Muscle -> spanned coordinates."""
-        return {m: f.coordinates for m, f in self.fits.items()}
+        """Muscle -> spanned coordinates (its tree chain's, then the off-chain ones)."""
+        return {m: f.coordinates + f.off_chain for m, f in self.fits.items()}
 
     # ---- evaluation -------------------------------------------------------------------
     def coordinate_matrix(self, coordinates: pd.DataFrame) -> np.ndarray:
@@ -266,6 +276,14 @@ class MuscleSurrogate:
                 arms[:, mi[:, None], cols[None, :]] = arm
             else:
                 arms[:, mi[:, None], cols[None, :]] = -grad
+        index = {c: i for i, c in enumerate(self.coordinates)}
+        for i, m in enumerate(self.muscles):  # off-chain moment arms (a few gastrocnemii); -dL/dq there is 0
+            f = self.fits[m]
+            if not f.off_chain:
+                continue
+            cols = np.array([index[c] for c in f.coordinates + f.off_chain], dtype=np.int64)
+            phi, _ = _basis(x[:, cols], f.off_exponents, xp)
+            arms[:, i, cols[len(f.coordinates):]] = phi @ _as(f.off_arm_coef, q, xp)
         out = {"length": length, "moment_arm": arms} | ({"dldq": grads} if grads is not None else {})
         if qd is not None:
             qd = qd if is_torch else np.asarray(qd, dtype=float)
@@ -320,7 +338,8 @@ class MuscleSurrogate:
         arrays: dict[str, np.ndarray] = {"lower": self.lower, "upper": self.upper}
         header = {"model_path": self.model_path, "coordinates": list(self.coordinates), "muscles": list(self.muscles),
                   "moment_arms": self.moment_arms, "metadata": self.metadata,
-                  "fits": {m: {"coordinates": list(f.coordinates), "degree": f.degree} for m, f in self.fits.items()}}
+                  "fits": {m: {"coordinates": list(f.coordinates), "degree": f.degree, "off_chain": list(f.off_chain)}
+                           for m, f in self.fits.items()}}
         for i, m in enumerate(self.muscles):
             f = self.fits[m]
             arrays[f"exp_{i}"] = f.exponents
@@ -329,6 +348,9 @@ class MuscleSurrogate:
                 arrays[f"ma_{i}"] = f.moment_arm_coef
             if f.hinges is not None:
                 arrays[f"hinge_{i}"] = f.hinges
+            if f.off_chain:
+                arrays[f"offexp_{i}"] = f.off_exponents
+                arrays[f"offma_{i}"] = f.off_arm_coef
         arrays["header"] = np.frombuffer(json.dumps(header, default=_json_default).encode(), dtype=np.uint8)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
@@ -348,7 +370,10 @@ class MuscleSurrogate:
                     fits[m] = MuscleFit(coordinates=tuple(h["coordinates"]), degree=int(h["degree"]),
                                         exponents=z[f"exp_{i}"], length_coef=z[f"len_{i}"],
                                         moment_arm_coef=z[f"ma_{i}"] if f"ma_{i}" in z else None,
-                                        hinges=z[f"hinge_{i}"] if f"hinge_{i}" in z else None)
+                                        hinges=z[f"hinge_{i}"] if f"hinge_{i}" in z else None,
+                                        off_chain=tuple(h.get("off_chain", ())),
+                                        off_exponents=z[f"offexp_{i}"] if f"offexp_{i}" in z else None,
+                                        off_arm_coef=z[f"offma_{i}"] if f"offma_{i}" in z else None)
                 return cls(model_path=header["model_path"], coordinates=tuple(header["coordinates"]),
                            lower=z["lower"], upper=z["upper"], muscles=tuple(header["muscles"]), fits=fits,
                            moment_arms=header["moment_arms"], metadata=header["metadata"])
@@ -433,6 +458,24 @@ def _chain_coordinates(model, body_a: str, body_b: str) -> list[str]:  # noqa: A
     return coords
 
 
+def _ancestor_coordinates(model, body: str) -> list[str]:  # noqa: ANN001
+    """Coordinates of the joints from `body` up the tree, the root joint (child of ground) excluded."""
+    js = model.getJointSet()
+    ground = model.getGround().getName()
+    parent_joint = {}
+    for i in range(js.getSize()):
+        j = js.get(i)
+        parent_joint[j.getChildFrame().findBaseFrame().getName()] = j
+    coords: list[str] = []
+    while body in parent_joint:
+        j = parent_joint[body]
+        body = j.getParentFrame().findBaseFrame().getName()
+        if body == ground:
+            break
+        coords += [j.get_coordinates(k).getName() for k in range(j.numCoordinates())]
+    return coords
+
+
 def _muscle_bodies(muscle) -> list[str]:  # noqa: ANN001
     """Bodies touched by a muscle's path points and wrap objects."""
     osim = opensim()
@@ -475,22 +518,37 @@ class _Poser:
         self.model.realizePosition(self.state)
 
 
-def find_spanned_coordinates(model, muscles: Sequence[str], box: Mapping[str, tuple[float, float]], *,
-                             n_poses: int = 6, seed: int = 0) -> dict[str, tuple[str, ...]]:  # noqa: ANN001
-    """Muscle -> spanned coordinates: tree-path candidates kept where |computeMomentArm| > 0.1 mm
-    at one of `n_poses` poses in the box (the first pose is the box centre)."""
+def span_candidates(model, muscle: str, *, off_chain: bool = False) -> list[str]:  # noqa: ANN001
+    """Independent free coordinates a muscle may have moment arms about: those of the joints on
+    the tree paths between the bodies its path points touch, then (off_chain) those of the joints
+    above them, the root joint excluded (module docstring, item 1)."""
     free, deps = _independent_free(model)
+    bodies = _muscle_bodies(model.getMuscles().get(muscle))
+    coords: list[str] = []
+    for a, b in itertools.combinations(bodies, 2):
+        coords += _chain_coordinates(model, a, b)
+    if off_chain:
+        for body in bodies:
+            coords += _ancestor_coordinates(model, body)
+    coords = [deps[c][0] if c in deps else c for c in coords]
+    return [c for c in dict.fromkeys(coords) if c in free]
+
+
+def find_spanned_coordinates(model, muscles: Sequence[str], box: Mapping[str, tuple[float, float]], *,
+                             n_poses: int = 6, seed: int = 0,
+                             off_chain: bool = False) -> dict[str, tuple[str, ...]]:  # noqa: ANN001
+    """Muscle -> spanned coordinates: tree-path candidates kept where |computeMomentArm| > 0.1 mm
+    at one of `n_poses` poses in the box (the first pose is the box centre), tree-path ones first.
+    off_chain: the coordinates of the joints above the path's bodies (root joint excluded) are
+    candidates as well (module docstring, item 1), tested at >= 40 poses: their moment arms are
+    nonzero only in part of the box (the gastrocnemii's near knee extension, where both of their
+    wrap surfaces engage), which 6 poses can miss (~0.5 s for Rajagopal's 80 muscles)."""
+    if off_chain:
+        n_poses = max(n_poses, 40)
     poser = _Poser(model)
     rng = np.random.default_rng(seed)
     ms = model.getMuscles()
-    cand: dict[str, list[str]] = {}
-    for m in muscles:
-        bodies = _muscle_bodies(ms.get(m))
-        coords: list[str] = []
-        for a, b in itertools.combinations(bodies, 2):
-            coords += _chain_coordinates(model, a, b)
-        coords = [deps[c][0] if c in deps else c for c in coords]
-        cand[m] = [c for c in dict.fromkeys(coords) if c in free]
+    cand = {m: span_candidates(model, m, off_chain=off_chain) for m in muscles}
     needed = sorted({c for cs_ in cand.values() for c in cs_})
     lo = np.array([box.get(c, (np.nan, np.nan))[0] for c in needed])
     hi = np.array([box.get(c, (np.nan, np.nan))[1] for c in needed])
@@ -611,6 +669,27 @@ def _fit_one(x: np.ndarray, length: np.ndarray, target: np.ndarray, half: np.nda
         }
     return MuscleFit(coordinates=(), degree=degree, exponents=exps, length_coef=lc, moment_arm_coef=mc,
                      hinges=hinges), errors
+
+
+OFF_CHAIN_DEGREE = 3
+"""Total degree of the off-chain moment-arm polynomials (0.1-0.5 mm arms; module docstring, item 1)."""
+
+
+def _fit_off_chain(x: np.ndarray, target: np.ndarray, train: np.ndarray, tests: Mapping[str, np.ndarray],
+                   weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Off-chain moment arms target (N, k_off) as a degree-`OFF_CHAIN_DEGREE` polynomial of x (N, k +
+    k_off: the muscle's own coordinates, then the off-chain ones); returns (exponents, coefficients,
+    {test set: {"off_chain_rmse", "off_chain_max"} in m})."""
+    exps = monomial_exponents(x.shape[1], OFF_CHAIN_DEGREE)
+    phi, _ = _basis(x, exps, np)
+    sw = np.ones(len(train)) if weight is None else np.sqrt(weight[train])
+    coef = _lstsq(phi[train] * sw[:, None], target[train] * sw[:, None])
+    errors = {}
+    for name, test in tests.items():
+        if len(test):
+            d = phi[test] @ coef - target[test]
+            errors[name] = {"off_chain_rmse": float(np.sqrt(np.mean(d ** 2))), "off_chain_max": float(np.max(np.abs(d)))}
+    return exps, coef, errors
 
 
 def _selection_score(errors: Mapping[str, Mapping[str, float]]) -> float:
@@ -760,7 +839,7 @@ def fit_muscle_surrogate(
         sur.metadata["cache"] = {"path": str(cache_path), "hit": True}
         return sur
 
-    spans = find_spanned_coordinates(model, muscles, box, seed=seed)
+    spans = find_spanned_coordinates(model, muscles, box, seed=seed, off_chain=moment_arms == "opensim")
     too_many = {m: s for m, s in spans.items() if len(s) > 6}
     if too_many:
         raise ConfigError(f"muscles spanning more than 6 coordinates are not supported: {too_many}", model_osim)
@@ -770,7 +849,10 @@ def fit_muscle_surrogate(
     degenerate = [c for c, lo, hi in zip(coords, lower, upper) if not hi > lo]
     if degenerate:
         raise ConfigError(f"coordinate ranges must have high > low: {degenerate}")
-    max_k = max((len(s) for s in spans.values()), default=1)
+    # the automatic sample count follows the tree-path spans: off-chain moment arms (0.1-0.3 mm,
+    # the gastrocnemii about the hip) need no more poses, and doubling them would double the fit
+    chain = {m: set(span_candidates(model, m)) for m in muscles}
+    max_k = max((len([c for c in s if c in chain[m]]) for m, s in spans.items()), default=1)
     n_mono = len(monomial_exponents(max_k, max_degree))
     n_samples = int(n_samples or max(600, 40 * n_mono // 3))
     t_sample = time.perf_counter()
@@ -798,9 +880,11 @@ def fit_muscle_surrogate(
     fits, errors, errors_visited = {}, {}, {}
     key_t = "ma" if moment_arms == "opensim" else "grad"
     for i, m in enumerate(muscles):
-        cols = [coords.index(c) for c in spans[m]]
+        own = [c for c in spans[m] if c in chain[m]]
+        off = [c for c in spans[m] if c not in chain[m]]
+        cols = [coords.index(c) for c in own]
         x = x_all[:, cols]
-        target = data[f"{key_t}_{i}"]
+        target = data[f"{key_t}_{i}"][:, [spans[m].index(c) for c in own]]
         best = None
         # muscles spanning few coordinates get higher degrees (cheap: few monomials); the vasti's
         # patellar path over a deep-squat knee range needs degree 7-8 in the knee angle alone
@@ -828,7 +912,14 @@ def fit_muscle_surrogate(
             if hinged is not None and hinged[2] < (1.0 - HINGE_MIN_GAIN) * best[2]:
                 best = hinged
         fit, err, _ = best
-        fit.coordinates = tuple(spans[m])
+        fit.coordinates = tuple(own)
+        if off:
+            fit.off_chain = tuple(off)
+            fit.off_exponents, fit.off_arm_coef, off_err = _fit_off_chain(
+                x_all[:, cols + [coords.index(c) for c in off]], data[f"{key_t}_{i}"][:, [spans[m].index(c) for c in off]],
+                train, tests, weight)
+            for name, e in off_err.items():
+                err[name] |= e
         fits[m] = fit
         errors[m] = {k: v * 1000.0 for k, v in err["uniform"].items()} | {"degree": fit.degree}
         if fit.hinges is not None:
@@ -897,6 +988,7 @@ def opensim_muscle_geometry(model_osim: str | Path, coordinates: pd.DataFrame, m
 
 __all__ = [
     "MOMENT_ARM_MODES", "MuscleFit", "MuscleSurrogate", "coordinate_ranges", "find_spanned_coordinates",
+    "span_candidates",
     "fit_muscle_surrogate", "model_hash", "monomial_exponents", "opensim_muscle_geometry",
     "sample_muscle_geometry", "surrogate_cache_path",
 ]
