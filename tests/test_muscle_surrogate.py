@@ -68,7 +68,11 @@ def test_held_out_poses_match_opensim(fitted: tuple[MuscleSurrogate, Path]) -> N
     off = [sur.coordinates.index(c) for c in f.off_chain]
     true = ref[f"moment_arm_{i}"][:, len(f.coordinates):]
     err = out["moment_arm"][:, i, off] - true
-    assert np.sqrt(np.mean(true ** 2)) > 5e-5 and np.sqrt(np.mean(err ** 2)) < 0.3 * np.sqrt(np.mean(true ** 2))
+    assert np.sqrt(np.mean(true ** 2)) > 5e-5 and np.sqrt(np.mean(err ** 2)) < 0.1 * np.sqrt(np.mean(true ** 2))
+    # they vanish once the knee flexes (the condyle wrap lets go); the fit must not ripple there,
+    # since on a run's saturated frames 0.05 mm of ripple moved activations by up to 0.6
+    flexed = q["knee_angle_r"].to_numpy() > 0.7
+    assert flexed.sum() > 5 and np.abs(true[flexed]).max() < 1e-6 and np.abs(err[flexed]).max() < 5e-6
     meta = sur.metadata
     assert meta["moment_arm_definition"] == "opensim"
     assert meta["summary_mm"]["moment_arm_rmse_max"] < 1.0
