@@ -291,12 +291,17 @@ def step_muscle_surrogate(*, upstream: Mapping, log: logging.Logger, config: Map
              "%.2f mm, max %.2f mm", subject, len(sur.muscles), len(sur.coordinates),
              meta.get("timing_s", {}).get("total", 0.0), meta.get("cache", {}).get("hit"),
              meta["summary_mm"]["moment_arm_rmse_median"], meta["summary_mm"]["moment_arm_rmse_max"])
+    off_chain = {m: list(c) for m, c in sur.off_chain.items()}
+    if off_chain:
+        log.info("moment arms about joints the path does not cross (OpenSim's, fitted too): %s",
+                 "; ".join(f"{m}: {', '.join(c)}" for m, c in off_chain.items()))
     return {"outputs": {"surrogate": meta["cache"]["path"]},
             "extra": {"trials": used, "left_out": left_out, "moment_arm_definition": sur.moment_arms,
                       "fit_s": float(meta.get("timing_s", {}).get("total", 0.0)),
                       "cache_hit": bool(meta.get("cache", {}).get("hit")),
                       "n_samples": int(meta["settings"]["n_samples"]),
-                      "summary_mm": meta["summary_mm"], "coordinates": list(sur.coordinates)}}
+                      "summary_mm": meta["summary_mm"], "coordinates": list(sur.coordinates),
+                      "off_chain": off_chain}}
 
 
 def _torch_device(name: str) -> str:

@@ -47,6 +47,7 @@ def test_spanned_coordinates(fitted: tuple[MuscleSurrogate, Path]) -> None:
     assert "hip_flexion_r" in spans["gasmed_r"]  # up to 0.5 mm near knee extension
     assert set(spans["bfsh_r"]) == {"knee_angle_r"}
     assert not any(f.off_chain for m, f in fitted[0].fits.items() if not m.startswith("gas"))
+    assert "gasmed_r" in fitted[0].off_chain and set(fitted[0].off_chain) <= {"gaslat_r", "gasmed_r"}
     assert "knee_angle_r_beta" not in fitted[0].coordinates  # coupled: folded into knee_angle_r
 
 

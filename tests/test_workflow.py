@@ -118,6 +118,9 @@ def test_end_to_end_with_a_corrupt_trial_and_reproducible(tmp_path, reduced):
         assert sur["summary_mm"]["n_visited"] == REDUCED_SURROGATE["surrogate_visited"]
     else:  # the automatic count: at least 600 uniform poses
         assert sur["n_samples"] >= 600 and sur["summary_mm"]["n_visited"] == 800
+    # off-chain moment arms (docs/activations.md): only the gastrocnemii, only about the hip
+    assert set(sur["off_chain"]) <= {"gasmed_r", "gasmed_l", "gaslat_r", "gaslat_l"}
+    assert all(c.startswith("hip_") for cs in sur["off_chain"].values() for c in cs)
 
     assert [tid for tid, _ in bio.open_dataset(results / "dataset" / "manifest.csv")] == ["syn01/run"]
     a = bio.open_trial(runs[0] / "syn01" / "run.nc")

@@ -221,6 +221,11 @@ class MuscleSurrogate:
         """Muscle -> spanned coordinates (its tree chain's, then the off-chain ones)."""
         return {m: f.coordinates + f.off_chain for m, f in self.fits.items()}
 
+    @property
+    def off_chain(self) -> dict[str, tuple[str, ...]]:
+        """Muscle -> coordinates off its path's tree chain that it has (OpenSim) moment arms about."""
+        return {m: f.off_chain for m, f in self.fits.items() if f.off_chain}
+
     # ---- evaluation -------------------------------------------------------------------
     def coordinate_matrix(self, coordinates: pd.DataFrame) -> np.ndarray:
         """(T, K) values of `self.coordinates` from a coordinates frame (names or state paths)."""
