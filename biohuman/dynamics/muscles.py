@@ -443,13 +443,20 @@ def coordinate_ranges(coordinates: pd.DataFrame | Iterable[pd.DataFrame], margin
     return res
 
 
+def _parent_joints(model) -> dict:  # noqa: ANN001
+    """Body name -> the joint whose child it is (the tree's parent links)."""
+    js = model.getJointSet()
+    return {js.get(i).getChildFrame().findBaseFrame().getName(): js.get(i) for i in range(js.getSize())}
+
+
+def _joint_coordinates(joint) -> list[str]:  # noqa: ANN001
+    """Names of a joint's coordinates."""
+    return [joint.get_coordinates(k).getName() for k in range(joint.numCoordinates())]
+
+
 def _chain_coordinates(model, body_a: str, body_b: str) -> list[str]:  # noqa: ANN001
     """Coordinates of the joints on the tree path between two bodies."""
-    js = model.getJointSet()
-    parent_joint = {}
-    for i in range(js.getSize()):
-        j = js.get(i)
-        parent_joint[j.getChildFrame().findBaseFrame().getName()] = j
+    parent_joint = _parent_joints(model)
 
     def ancestry(body: str) -> list[str]:
         chain = [body]
@@ -462,26 +469,21 @@ def _chain_coordinates(model, body_a: str, body_b: str) -> list[str]:  # noqa: A
     coords = []
     for chain in (a, b):
         for body in chain[: chain.index(common)]:
-            j = parent_joint[body]
-            coords += [j.get_coordinates(k).getName() for k in range(j.numCoordinates())]
+            coords += _joint_coordinates(parent_joint[body])
     return coords
 
 
 def _ancestor_coordinates(model, body: str) -> list[str]:  # noqa: ANN001
     """Coordinates of the joints from `body` up the tree, the root joint (child of ground) excluded."""
-    js = model.getJointSet()
+    parent_joint = _parent_joints(model)
     ground = model.getGround().getName()
-    parent_joint = {}
-    for i in range(js.getSize()):
-        j = js.get(i)
-        parent_joint[j.getChildFrame().findBaseFrame().getName()] = j
     coords: list[str] = []
     while body in parent_joint:
         j = parent_joint[body]
         body = j.getParentFrame().findBaseFrame().getName()
         if body == ground:
             break
-        coords += [j.get_coordinates(k).getName() for k in range(j.numCoordinates())]
+        coords += _joint_coordinates(j)
     return coords
 
 
